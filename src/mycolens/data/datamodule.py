@@ -1,0 +1,128 @@
+"""LightningDataModule over the Parquet shards: images decoded once into memory, torchvision v2 augmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from mycolens.catalogue import Catalogue, load_catalogue
+from mycolens.data.shards import check_catalogue, read_manifest, read_split
+from mycolens.inference.preprocess import decode_image, resize_center_crop
+
+
+def decode_split(shards_dir: str | Path, split: str, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All images of a split as uint8 NCHW (same decode/resize/crop as serving) and int64 labels."""
+    table = read_split(shards_dir, split, columns=["image", "label"])
+    images = [resize_center_crop(decode_image(b), image_size) for b in table.column("image").to_pylist()]
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous() if images else torch.empty(0, 3, image_size, image_size, dtype=torch.uint8)
+    y = torch.tensor(table.column("label").to_pylist(), dtype=torch.long)
+    return x, y
+
+
+class TensorImages(Dataset):
+    """uint8 NCHW images + labels, transformed per item."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: v2.Transform) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(self.images[i]), self.labels[i]
+
+
+def eval_transform(mean: list[float], std: list[float]) -> v2.Transform:
+    """What serving does after resize/crop: scale to [0, 1] and normalize."""
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+
+
+def train_transform(image_size: int, mean: list[float], std: list[float], augment: dict[str, Any]) -> v2.Transform:
+    """Augmentation from conf/data (flip, rotation, scale, colour jitter), then eval_transform."""
+    steps: list[v2.Transform] = [v2.RandomResizedCrop(image_size, scale=tuple(augment.get("scale", (1.0, 1.0))), antialias=True)]
+    if augment.get("hflip", True):
+        steps.append(v2.RandomHorizontalFlip())
+    if augment.get("rotation", 0):
+        steps.append(v2.RandomRotation(augment["rotation"]))
+    jitter = float(augment.get("color_jitter", 0.0))
+    if jitter:
+        steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=jitter / 4))
+    return v2.Compose([*steps, eval_transform(mean, std)])
+
+
+class ShardDataModule(LightningDataModule):
+    """Train/val/test (+ood) loaders over data/shards; the class order is checked against the catalogue."""
+
+    def __init__(
+        self,
+        shards_dir: str,
+        catalogue: str | None = None,
+        image_size: int = 64,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        augment: dict[str, Any] | None = None,
+        persistent_workers: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.shards_dir = shards_dir
+        self.catalogue: Catalogue = load_catalogue(catalogue)
+        self.manifest: dict[str, Any] | None = None
+        self.splits: dict[str, TensorImages] = {}
+
+    @property
+    def mean(self) -> list[float]:
+        return self._manifest()["mean"]
+
+    @property
+    def std(self) -> list[float]:
+        return self._manifest()["std"]
+
+    def _manifest(self) -> dict[str, Any]:
+        if self.manifest is None:
+            self.manifest = read_manifest(self.shards_dir)
+            check_catalogue(self.manifest, self.catalogue)
+        return self.manifest
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        ev = eval_transform(self.mean, self.std)
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}.get(
+            stage or "", ("train", "val", "test")
+        )
+        for split in wanted:
+            if split in self.splits:
+                continue
+            x, y = decode_split(self.shards_dir, split, hp.image_size)
+            tf = train_transform(hp.image_size, self.mean, self.std, dict(hp.augment or {})) if split == "train" else ev
+            self.splits[split] = TensorImages(x, y, tf)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        hp = self.hparams
+        return DataLoader(
+            self.splits[split],
+            batch_size=hp.batch_size,
+            shuffle=shuffle,
+            num_workers=hp.num_workers,
+            pin_memory=hp.pin_memory,
+            persistent_workers=hp.persistent_workers and hp.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", False)

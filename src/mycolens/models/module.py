@@ -1,0 +1,121 @@
+"""The LightningModule: a backbone, cross-entropy, and the metrics users read (accuracy, macro F1, safety)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
+
+from mycolens.catalogue import Catalogue
+from mycolens.models.backbones import build_backbone
+from mycolens.models.metrics import UnsafeEdibleRate
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+
+
+class MushroomClassifier(LightningModule):
+    """Species classifier; its checkpoint carries the catalogue (class order + edibility) and backbone spec."""
+
+    def __init__(
+        self,
+        catalogue: dict[str, Any],
+        backbone: str = "small_cnn",
+        backbone_kwargs: dict[str, Any] | None = None,
+        weights_path: str | None = None,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        label_smoothing: float = 0.0,
+        image_size: int = 64,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        compile: bool = False,
+        net: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        # plain types only, so checkpoints load with weights_only=True
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "net", "weights_path"])
+        self.catalogue = Catalogue.from_dict(catalogue)
+        n = self.catalogue.num_classes
+        self.net = net if net is not None else build_backbone(backbone, n, weights_path, **(backbone_kwargs or {}))
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.val_metrics = self._metrics("val")
+        self.test_metrics = self._metrics("test")
+        self.train_acc = MulticlassAccuracy(num_classes=n)
+        self.val_unsafe = UnsafeEdibleRate(self.catalogue.dangerous_mask)
+        self.test_unsafe = UnsafeEdibleRate(self.catalogue.dangerous_mask)
+        self.val_recall = MulticlassRecall(num_classes=n, average=None)
+
+    def _metrics(self, prefix: str) -> MetricCollection:
+        n = self.catalogue.num_classes
+        return MetricCollection(
+            {"accuracy": MulticlassAccuracy(num_classes=n, average="micro"), "macro_f1": MulticlassF1Score(n, average="macro")},
+            prefix=f"{prefix}/",
+        )
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.compile and stage == "fit":
+            self.net = torch.compile(self.net)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        return loss, logits, y
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, logits, y = self._step(batch)
+        self.train_acc(logits, y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("train/accuracy", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss, logits, y = self._step(batch)
+        self.val_metrics.update(logits, y)
+        self.val_unsafe.update(logits.softmax(-1), y)
+        self.val_recall.update(logits, y)
+        self.log("val/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.log_dict(values, prog_bar=True, sync_dist=True)
+        self.log("val/unsafe_edible_rate", self.val_unsafe.compute(), prog_bar=True, sync_dist=True)
+        for name, recall in zip(self.catalogue.ids, self.val_recall.compute()):
+            self.log(f"val_recall/{name}", recall, sync_dist=True)
+        for m in (self.val_metrics, self.val_unsafe, self.val_recall):
+            m.reset()
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss, logits, y = self._step(batch)
+        self.test_metrics.update(logits, y)
+        self.test_unsafe.update(logits.softmax(-1), y)
+        self.log("test/loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute(), sync_dist=True)
+        self.log("test/unsafe_edible_rate", self.test_unsafe.compute(), sync_dist=True)
+        self.test_metrics.reset()
+        self.test_unsafe.reset()
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x).softmax(-1)
+
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            return torch.optim.AdamW(self.parameters(), lr=1e-3)
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
