@@ -36,13 +36,30 @@ def known_errors() -> tuple[type[BaseException], ...]:
     return (UserError, CatalogueError, ShardsError, FileNotFoundError)
 
 
+def prepare(cfg: Any) -> None:
+    """Fill what only the running job knows: its output folder, and the `dvc exp run -S` params."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    if HydraConfig.initialized():
+        with open_dict(cfg):
+            cfg.paths.output_dir = HydraConfig.get().runtime.output_dir
+    if cfg.get("dvc_params"):
+        from mycolens.params import apply_params_file
+
+        applied = apply_params_file(cfg, ROOT / "conf", cfg.dvc_params)
+        if applied:
+            log.info("from %s: %s", cfg.dvc_params, ", ".join(applied))
+
+
 def task(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a stage's main: clear one-line errors for known failures, always say where outputs went."""
+    """Wrap a stage's main: clear one-line errors for known failures, outputs folder filled in."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(cfg: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            prepare(cfg)
+            return fn(cfg, *args, **kwargs)
         except known_errors() as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)

@@ -111,7 +111,7 @@ def evaluate_checkpoint(cfg: DictConfig, ckpt_path: str) -> dict[str, float]:
     datamodule = build_datamodule(cfg)
     if model.catalogue.ids != datamodule.catalogue.ids:
         raise UserError("the checkpoint's class order differs from the catalogue's; evaluate with its own catalogue")
-    trainer = build_trainer(cfg, [], [], logger=False)
+    trainer = build_trainer(cfg, [], [])  # no loggers: logger=False
     (result,) = trainer.test(model, datamodule=datamodule)
     return {k: float(v) for k, v in result.items()}
 

@@ -1,0 +1,78 @@
+"""Evaluate: every variant on the test and OOD shards (`python scripts/evaluate.py`), or one checkpoint with the
+training metrics (`python scripts/evaluate.py ckpt_path=models/best.ckpt`).
+
+Skip a variant with `'evaluate.variants=[teacher,onnx_fp32,onnx_int8]'`; defaults in conf/evaluate/default.yaml.
+Exit code 2 when the served variant's test unsafe_edible_rate is over the limit (the reports are written first).
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from mycolens.cli import quiet_environment, task
+
+quiet_environment()
+if not any(a.lstrip("+").startswith("task_name=") for a in sys.argv[1:]):
+    sys.argv.insert(1, "task_name=evaluate")
+
+
+def table(report: dict) -> str:
+    """variant x accuracy, unsafe_edible_rate, ood_abstain_rate, ece (after temperature)."""
+    cols = ("accuracy", "unsafe_edible_rate", "ood_abstain_rate", "ece")
+    rows = [("variant", *cols)]
+    for name, v in report["variants"].items():
+        mark = "*" if name == report["served"] else ""
+        rows.append((name + mark, *("n/a" if v.get(c) is None else f"{v[c]:.4f}" for c in cols)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(cols) + 1)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@task
+def main(cfg: DictConfig) -> None:
+    from mycolens.catalogue import load_catalogue
+    from mycolens.cli import UserError
+    from mycolens.evaluation.evaluate import evaluate_variants
+    from mycolens.evaluation.safety import VerdictRule
+
+    if cfg.get("ckpt_path"):
+        from mycolens.training.run import evaluate_checkpoint
+
+        for key, value in sorted(evaluate_checkpoint(cfg, cfg.ckpt_path).items()):
+            print(f"{key}: {value:.4f}")
+        return
+    ev = cfg.evaluate
+    unknown = [v for v in ev.variants if v not in ev.sources]
+    if unknown:
+        raise UserError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(ev.sources)}")
+    rule = VerdictRule(**{k: float(v) for k, v in cfg.export.verdict.items()})
+    report = evaluate_variants(
+        cfg.data.shards_dir,
+        load_catalogue(cfg.catalogue),
+        {name: ev.sources[name] for name in ev.variants},
+        served=str(ev.served),
+        rule=rule,
+        gate_limit=float(ev.gate_limit),
+        reports_dir=ev.output_dir,
+        plots_dir=ev.plots_dir,
+        card_path=ev.model_card,
+        model_metrics_path=ev.model_metrics,
+        keep_in_distribution=float(cfg.export.calibration.keep_in_distribution),
+        ece_bins=int(ev.ece_bins),
+        latency=OmegaConf.to_container(ev.latency, resolve=True),
+        threads=int(ev.threads),
+        batch_size=int(ev.batch_size),
+    )
+    print(table(report))
+    print(f"(* served) metrics: {ev.output_dir}/metrics.json, plots: {ev.plots_dir}, model card: {ev.model_card}")
+    gate = report["safety_gate"]
+    if not gate["passed"]:
+        raise UserError(
+            f"safety gate failed: {gate['variant']} calls {gate['unsafe_edible_rate']:.4f} of poisonous/deadly test images "
+            f"edible (limit {gate['limit']})"
+        )
+
+
+if __name__ == "__main__":
+    main()

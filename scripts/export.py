@@ -1,0 +1,48 @@
+"""Export a checkpoint to ONNX fp32 + int8 with model.json: `python scripts/export.py [ckpt_path=models/best.ckpt]`.
+
+Defaults (checkpoint, tolerances, quantization, verdict thresholds, safety limit) are in conf/export/default.yaml,
+e.g. `export.quantize.calibration_images=512` or `export.safety_gate.limit=0.0`. Exit code 2 when a check or the
+safety gate fails (the folder is still written then, with safety_gate.passed=false, so serving refuses it).
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from mycolens.cli import quiet_environment, task
+
+quiet_environment()
+if not any(a.startswith(("task_name=", "+task_name=", "++task_name=")) for a in sys.argv[1:]):
+    sys.argv.insert(1, "task_name=export")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@task
+def main(cfg: DictConfig) -> None:
+    from mycolens.catalogue import load_catalogue
+    from mycolens.cli import UserError
+    from mycolens.export import ExportSettings, export_model
+
+    ckpt = cfg.get("ckpt_path") or cfg.export.ckpt_path
+    settings = ExportSettings.from_config(OmegaConf.to_container(cfg.export, resolve=True))
+    meta = export_model(ckpt, cfg.export.output_dir, cfg.data.shards_dir, load_catalogue(cfg.catalogue), settings, root=cfg.paths.root_dir)
+    checks, gate, out = meta["checks"], meta["safety_gate"], cfg.export.output_dir
+    t, i = checks["fp32_vs_torch"], checks["int8_vs_fp32"]
+    print(f"onnx fp32 vs pytorch ({t['images']} {checks['split']} images): max |diff| {t['max_abs_diff']:.2e}, top-1 agreement {t['top1_agreement']:.4f}")
+    print(f"onnx int8 vs fp32: max |diff| {i['max_abs_diff']:.3g}, top-1 agreement {i['top1_agreement']:.4f} ({meta['quantization']})")
+    print(f"temperature {meta['temperature']:.3f}, ood energy threshold {meta['ood']['threshold']:.3f}")
+    rates = ", ".join(f"{k} {v:.4f}" for k, v in gate["unsafe_edible_rate"].items())
+    print(f"safety gate ({gate['split']}): unsafe_edible_rate {rates} (limit {gate['limit']}): {'passed' if gate['passed'] else 'FAILED'}")
+    for f in meta["files"].values():
+        print(f"wrote {out}/{f['path']} ({f['bytes']:,} bytes)")
+    print(f"wrote {out}/model.json (version {meta['version']})")
+    if not gate["passed"]:
+        raise UserError(
+            f"safety gate failed: unsafe_edible_rate {rates} is over the limit {gate['limit']} on the {gate['split']} split; "
+            f"{out} is marked safety_gate.passed=false and serving will refuse it"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""Compose conf/ into params.yaml (DVC's view of the config), as `dvc exp run` does; a no-op inside `dvc exp run`."""
+
+import os
+from pathlib import Path
+
+from mycolens.params import sync_params_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+if __name__ == "__main__":
+    if os.environ.get("DVC_EXP_NAME"):
+        print("params.yaml: composed by `dvc exp run` with its -S overrides; kept")
+    else:
+        changed = sync_params_file(ROOT / "conf", ROOT / "params.yaml")
+        print("params.yaml: rewritten from conf/" if changed else "params.yaml: up to date with conf/")

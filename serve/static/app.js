@@ -1,0 +1,295 @@
+// mycolens web page: pick or take a photo, POST /predict, show the verdict; optional feedback (POST /feedback).
+// Plain browser JavaScript, no build step, no third-party code. All text goes in via textContent (never HTML).
+"use strict";
+
+(function () {
+  const TOP_K = 5;
+  const $ = (id) => document.getElementById(id);
+  const VERDICTS = {
+    edible: {
+      icon: "\u2713",
+      label: "Verdict: edible species",
+      text: "The model is confident this is an edible species and sees little chance of a poisonous one. " +
+        "Still do not eat it until a trained person has checked the mushroom itself.",
+    },
+    do_not_eat: {
+      icon: "\u2715",
+      label: "Verdict: DO NOT EAT",
+      text: "A poisonous or deadly species is likely.",
+    },
+    uncertain: {
+      icon: "?",
+      label: "Verdict: uncertain \u2014 do not eat",
+      text: "The model cannot tell with enough confidence, or the photo looks unlike the photos it learned from. " +
+        "Treat the mushroom as not edible.",
+    },
+  };
+  const EDIBILITY = {
+    edible: { icon: "\u2713", word: "edible" },
+    poisonous: { icon: "\u26A0", word: "poisonous" },
+    deadly: { icon: "\u2620", word: "deadly" },
+  };
+  const ERRORS = {
+    too_large: "The photo is too large. Send a smaller photo (or a lower camera resolution).",
+    not_image: "This file is not a photo the server can read. Send a JPEG, PNG or WebP image.",
+    unsupported: "This image type is not supported. Send a JPEG, PNG or WebP image.",
+    truncated: "The photo seems damaged or cut off. Try taking or saving it again.",
+    empty: "The file is empty. Choose the photo again.",
+    too_small: "The photo is too small to recognise anything. Send a larger photo.",
+  };
+
+  let species = {}; // id -> {common_name, scientific_name, edibility}
+  let currentFile = null;
+  let feedbackEnabled = false;
+
+  function percent(p) {
+    const v = 100 * Number(p);
+    if (v > 0 && v < 0.1) return "<0.1%";
+    return (v >= 99.95 && v < 100 ? "99.9" : v.toFixed(1)) + "%";
+  }
+
+  function nameOf(id) {
+    const s = species[id];
+    return s ? s.common_name : id;
+  }
+
+  function edibilityBadge(value) {
+    const e = EDIBILITY[value] || { icon: "", word: value || "unknown" };
+    const span = document.createElement("span");
+    span.className = "badge badge-" + (EDIBILITY[value] ? value : "unknown");
+    const icon = document.createElement("span");
+    icon.setAttribute("aria-hidden", "true");
+    icon.textContent = e.icon + " ";
+    span.append(icon, document.createTextNode(e.word));
+    return span;
+  }
+
+  async function errorText(response) {
+    let code = "";
+    let message = "";
+    try {
+      const body = await response.json();
+      if (body && body.error) {
+        code = String(body.error.code || "");
+        message = String(body.error.message || "");
+      } else if (body && body.detail) {
+        message = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+      }
+    } catch (e) {
+      message = response.statusText || "";
+    }
+    const friendly = ERRORS[code] || (response.status === 413 ? ERRORS.too_large : "");
+    const parts = [];
+    if (friendly) parts.push(friendly);
+    if (message) parts.push("(Server said: " + message + ")");
+    if (!parts.length) parts.push("The server answered with an error (HTTP " + response.status + ").");
+    return parts.join(" ");
+  }
+
+  function showError(text) {
+    $("error-message").textContent = text;
+    $("error").hidden = false;
+  }
+
+  function clearMessages() {
+    $("error").hidden = true;
+    $("error-message").textContent = "";
+    $("status").textContent = "";
+  }
+
+  function showPreview(file) {
+    const img = $("preview");
+    if (img.dataset.url) URL.revokeObjectURL(img.dataset.url);
+    const url = URL.createObjectURL(file);
+    img.dataset.url = url;
+    img.src = url;
+    img.alt = "Your photo";
+    $("preview-caption").textContent = file.name ? "Your photo: " + file.name : "Your photo";
+    $("preview-box").hidden = false;
+  }
+
+  function render(answer) {
+    const v = VERDICTS[answer.verdict] || VERDICTS.uncertain;
+    const box = $("verdict");
+    box.dataset.verdict = VERDICTS[answer.verdict] ? answer.verdict : "uncertain";
+    $("verdict-icon").textContent = v.icon;
+    $("verdict-label").textContent = v.label;
+    $("verdict-text").textContent = v.text;
+
+    const s = species[answer.species] || {};
+    $("common-name").textContent = answer.common_name || nameOf(answer.species);
+    $("common-name").dataset.species = answer.species;
+    $("scientific-name").textContent = s.scientific_name ? "(" + s.scientific_name + ")" : "(" + answer.species + ")";
+    const ed = $("species-edibility");
+    ed.replaceChildren(edibilityBadge(answer.edibility));
+
+    $("confidence").textContent = percent(answer.confidence);
+    $("confidence-meter").value = Number(answer.confidence) || 0;
+    $("poison").textContent = percent(answer.poisonous_probability);
+
+    const looks = answer.lookalikes || [];
+    const list = $("lookalikes-list");
+    list.replaceChildren();
+    for (const l of looks) {
+      const li = document.createElement("li");
+      const strong = document.createElement("strong");
+      strong.textContent = l.common_name || nameOf(l.species);
+      li.append("Can be confused with ", strong, " ", edibilityBadge(l.edibility));
+      if (l.note) {
+        const note = document.createElement("span");
+        note.className = "note";
+        note.textContent = " " + l.note;
+        li.append(note);
+      }
+      list.append(li);
+    }
+    $("lookalikes").hidden = looks.length === 0;
+
+    const body = $("topk-body");
+    body.replaceChildren();
+    for (const t of answer.top_k || []) {
+      const tr = document.createElement("tr");
+      const name = document.createElement("th");
+      name.scope = "row";
+      name.textContent = nameOf(t.species);
+      const sci = species[t.species] && species[t.species].scientific_name;
+      if (sci) {
+        const em = document.createElement("em");
+        em.className = "sci";
+        em.textContent = " " + sci;
+        name.append(em);
+      }
+      const prob = document.createElement("td");
+      prob.textContent = percent(t.probability);
+      const edib = document.createElement("td");
+      edib.append(edibilityBadge(t.edibility));
+      tr.append(name, prob, edib);
+      body.append(tr);
+    }
+    $("topk-n").textContent = String((answer.top_k || []).length);
+    const m = answer.model || {};
+    $("model-line").textContent = "Model " + (m.name || "?") + " " + (m.version || "") + " (" + (m.variant || "?") + ")";
+
+    $("result").hidden = false;
+    $("result-title").focus();
+    if (feedbackEnabled) {
+      $("feedback").hidden = false;
+      $("feedback-status").textContent = "";
+    }
+  }
+
+  async function identify(file) {
+    clearMessages();
+    $("result").hidden = true;
+    $("feedback").hidden = true;
+    currentFile = file;
+    showPreview(file);
+    $("status").textContent = "Looking at the photo\u2026";
+    const data = new FormData();
+    data.append("file", file, "photo");
+    let response;
+    try {
+      response = await fetch("/predict?top_k=" + TOP_K, { method: "POST", body: data });
+    } catch (e) {
+      $("status").textContent = "";
+      showError("Could not reach the server. Check the connection and try again.");
+      return;
+    }
+    if (!response.ok) {
+      $("status").textContent = "";
+      showError(await errorText(response));
+      return;
+    }
+    const answer = await response.json();
+    $("status").textContent = "Done.";
+    render(answer);
+  }
+
+  function onPick(event) {
+    const file = event.target.files && event.target.files[0];
+    if (file) identify(file);
+    event.target.value = ""; // picking the same file again still fires change
+  }
+
+  async function sendFeedback(event) {
+    event.preventDefault();
+    const status = $("feedback-status");
+    const chosen = $("feedback-species").value;
+    if (!currentFile) {
+      status.textContent = "Take or choose a photo first.";
+      return;
+    }
+    if (!chosen) {
+      status.textContent = "Choose the species the mushroom really was.";
+      $("feedback-species").focus();
+      return;
+    }
+    if (!$("feedback-consent").checked) {
+      status.textContent = "Tick the box to agree that the photo is stored, or leave this part out.";
+      $("feedback-consent").focus();
+      return;
+    }
+    const data = new FormData();
+    data.append("species", chosen);
+    data.append("file", currentFile, "photo");
+    status.textContent = "Sending\u2026";
+    try {
+      const response = await fetch("/feedback", { method: "POST", body: data });
+      if (!response.ok) {
+        status.textContent = "Not stored: " + (await errorText(response));
+        return;
+      }
+      const body = await response.json();
+      status.textContent = body.duplicate
+        ? "Thank you. This photo was already stored as " + nameOf(body.species) + "."
+        : "Thank you. Stored as " + nameOf(body.species) + " for the next training run.";
+      $("feedback-consent").checked = false;
+    } catch (e) {
+      status.textContent = "Could not reach the server; nothing was stored.";
+    }
+  }
+
+  function fillSpecies(list) {
+    species = {};
+    for (const s of list) species[s.id] = s;
+    const select = $("feedback-species");
+    select.replaceChildren();
+    const empty = document.createElement("option");
+    empty.value = "";
+    empty.textContent = "Choose a species\u2026";
+    select.append(empty);
+    const sorted = list.slice().sort((a, b) => a.common_name.localeCompare(b.common_name));
+    for (const s of sorted) {
+      const o = document.createElement("option");
+      o.value = s.id;
+      o.textContent = s.common_name + " (" + s.scientific_name + ") \u2014 " + s.edibility;
+      select.append(o);
+    }
+  }
+
+  async function loadSpecies() {
+    try {
+      const r = await fetch("/feedback");
+      if (r.ok) {
+        const body = await r.json();
+        fillSpecies(body.species || []);
+        feedbackEnabled = Boolean(body.enabled);
+        return;
+      }
+    } catch (e) { /* fall through to /model */ }
+    try {
+      const r = await fetch("/model");
+      if (r.ok) {
+        const body = await r.json();
+        const classes = body.classes || [];
+        fillSpecies(classes.map((c) => ({ id: c.id, common_name: c.common_name, scientific_name: c.scientific_name, edibility: c.edibility })));
+      }
+    } catch (e) { /* names fall back to ids */ }
+  }
+
+  $("camera").addEventListener("change", onPick);
+  $("file").addEventListener("change", onPick);
+  $("feedback-form").addEventListener("submit", sendFeedback);
+  $("photo-form").addEventListener("submit", (e) => e.preventDefault());
+  loadSpecies();
+})();

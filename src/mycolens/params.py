@@ -1,0 +1,84 @@
+"""params.yaml, DVC's view of conf/: composed like `dvc exp run` does, kept in step with conf/ for `dvc repro`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from mycolens.utils.io import write_bytes_atomic
+
+_DELETE = object()
+
+
+def compose_params(conf_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Compose conf/config.yaml exactly as DVC's Hydra support does (resolved, relative paths)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    saved = os.environ.pop("MYCOLENS_ROOT", None)  # DVC composes without it: keep params.yaml portable
+    try:
+        if GlobalHydra.instance().is_initialized():  # inside a Hydra app whose search path is conf/
+            cfg = compose(config_name="config", overrides=overrides or [])
+        else:
+            with initialize_config_dir(str(Path(conf_dir).resolve()), version_base=None):
+                cfg = compose(config_name="config", overrides=overrides or [])
+        OmegaConf.resolve(cfg)
+        return OmegaConf.to_container(cfg)  # type: ignore[return-value]
+    finally:
+        if saved is not None:
+            os.environ["MYCOLENS_ROOT"] = saved
+
+
+def dump(params: dict[str, Any]) -> str:
+    return OmegaConf.to_yaml(OmegaConf.create(params))
+
+
+def sync_params_file(conf_dir: str | Path, params_path: str | Path) -> bool:
+    """Rewrite params.yaml from conf/ when it differs; returns True if it was rewritten."""
+    text = dump(compose_params(conf_dir))
+    path = Path(params_path)
+    if path.is_file() and path.read_text() == text:
+        return False
+    write_bytes_atomic(path, text.encode())
+    return True
+
+
+def params_diff(base: Any, new: Any) -> dict[tuple[str, ...], Any]:
+    """Leaf changes turning `base` into `new`: {key path: value or _DELETE}."""
+    if isinstance(base, dict) and isinstance(new, dict):
+        out: dict[tuple[str, ...], Any] = {}
+        for key in sorted(set(base) | set(new), key=str):
+            if key not in new:
+                out[(key,)] = _DELETE
+            elif key not in base:
+                out[(key,)] = new[key]
+            else:
+                out.update({(key, *k): v for k, v in params_diff(base[key], new[key]).items()})
+        return out
+    return {} if base == new else {(): new}
+
+
+def apply_params_file(cfg: DictConfig, conf_dir: str | Path, params_path: str | Path) -> list[str]:
+    """Apply to `cfg` what params.yaml changes relative to conf/ (the `dvc exp run -S` overrides); list them."""
+    path = Path(params_path)
+    if not path.is_file():
+        return []
+    changes = params_diff(compose_params(conf_dir), yaml.safe_load(path.read_text()) or {})
+    applied = []
+    with open_dict(cfg):
+        for keys, value in changes.items():
+            dotted = ".".join(map(str, keys))
+            if keys[0] in ("paths", "dvc_params"):
+                continue  # locations come from this checkout, not from where params.yaml was composed
+            if value is _DELETE:
+                parent = OmegaConf.select(cfg, ".".join(map(str, keys[:-1]))) if len(keys) > 1 else cfg
+                if parent is not None and keys[-1] in parent:
+                    del parent[keys[-1]]
+            else:
+                OmegaConf.update(cfg, dotted, value, force_add=True, merge=False)
+            applied.append(dotted)
+    return applied

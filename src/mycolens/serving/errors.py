@@ -1,0 +1,43 @@
+"""The contract's JSON errors: `{"error": {"code", "message"}}` with the status each kind of bad input gets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mycolens.inference.preprocess import ImageRejected
+
+# ImageRejected.code -> HTTP status (DESIGN.md: 400 not an image/truncated/empty, 413 too large, 415 unsupported type)
+STATUS_BY_REJECTION = {
+    "empty": 400,
+    "truncated": 400,
+    "not_image": 400,
+    "too_large": 413,
+    "unsupported": 415,
+    "too_small": 422,
+}
+
+
+class ApiError(Exception):
+    """An HTTP error answered as `{"error": {"code", "message"}}` with `status`."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = int(status), code, message
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def from_rejection(exc: ImageRejected) -> ApiError:
+    """The ApiError for an image the decoder refused."""
+    return ApiError(STATUS_BY_REJECTION.get(exc.code, 400), exc.code, str(exc))
+
+
+def validation_message(errors: list[dict[str, Any]]) -> str:
+    """One line from FastAPI/pydantic validation errors: `where: what; ...`."""
+    parts = []
+    for err in errors[:5]:
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "query", "path"))
+        parts.append(f"{loc or 'request'}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"

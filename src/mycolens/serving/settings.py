@@ -1,0 +1,75 @@
+"""Serving settings read from the `serve` config section (conf/serve/default.yaml); no defaults hide here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits: body bytes and decoded pixels (413 above), smallest image side, top_k range, v2 batch."""
+
+    max_body_bytes: int
+    max_pixels: int
+    min_side: int
+    max_top_k: int
+    default_top_k: int
+    max_v2_batch: int
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What the HTTP layer needs from config."""
+
+    limits: Limits
+    decode_threads: int
+    hook_queue_size: int
+    reload_token_env: str
+    reload_wait_s: float
+    app_title: str
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> ServeSettings:
+        lim = cfg["limits"]
+        return cls(
+            limits=Limits(
+                max_body_bytes=int(lim["max_body_bytes"]),
+                max_pixels=int(lim["max_pixels"]),
+                min_side=int(lim["min_side"]),
+                max_top_k=int(cfg["top_k"]["max"]),
+                default_top_k=int(cfg["top_k"]["default"]),
+                max_v2_batch=int(lim["max_v2_batch"]),
+            ),
+            decode_threads=int(cfg["ingress"]["decode_threads"]),
+            hook_queue_size=int(cfg["hooks"]["queue_size"]),
+            reload_token_env=str(cfg["reload"]["token_env"]),
+            reload_wait_s=float(cfg["reload"]["wait_s"]),
+            app_title=str(cfg.get("title", "mycolens")),
+        )
+
+    def reload_token(self) -> str | None:
+        """The admin reload token from the environment; None (reload disabled) when unset or empty."""
+        return os.environ.get(self.reload_token_env) or None
+
+
+def repo_root() -> Path:
+    """MYCOLENS_ROOT if set, else the checkout this package is installed from (editable install)."""
+    env = os.environ.get("MYCOLENS_ROOT")
+    return Path(env).resolve() if env else Path(__file__).resolve().parents[3]
+
+
+def resolve_path(path: str | Path, root: Path | None = None) -> Path:
+    """An absolute path: relative paths are taken from the repository root, not the process's cwd."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else ((root or repo_root()) / p).resolve()
+
+
+def ort_threads(threads: int | None, num_cpus: float | None) -> int:
+    """ONNX Runtime intra-op threads: the configured number, else the replica's CPU share (at least 1)."""
+    if threads:
+        return int(threads)
+    return max(1, int(round(num_cpus or 1)))

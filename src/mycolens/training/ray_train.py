@@ -1,0 +1,261 @@
+"""`trainer=ray`: the same LightningModule and DataModule under Ray Train's TorchTrainer (Lightning DDP on Ray workers).
+
+Checkpoints are reported to Ray Train every epoch; a dead worker restarts the group from the latest one
+(FailureConfig). The best one is copied to where a local run writes it (models/best.ckpt, reports/train.json).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from omegaconf import DictConfig, OmegaConf
+
+from mycolens.cli import UserError
+from mycolens.data.shards import read_manifest
+from mycolens.training.run import (
+    build_callbacks,
+    build_datamodule,
+    build_loggers,
+    build_module,
+    build_trainer,
+    evaluate_checkpoint,
+    publish_results,
+)
+
+log = logging.getLogger(__name__)
+
+# keys of conf/trainer/ray.yaml that configure Ray Train, not Lightning's Trainer
+RAY_KEYS = (
+    "engine",
+    "num_workers",
+    "use_gpu",
+    "resources_per_worker",
+    "placement_strategy",
+    "max_failures",
+    "checkpoints_to_keep",
+)
+CHECKPOINT_NAME = (
+    "checkpoint.ckpt"  # file name inside a reported checkpoint (ray.train.lightning.RayTrainReportCallback)
+)
+
+
+def ray_init_kwargs(ray_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """ray.init arguments: join `address` (or RAY_ADDRESS) if set, else start a small local Ray without dashboard."""
+    runtime_env = dict(ray_cfg.get("runtime_env") or {}) or None
+    address = ray_cfg.get("address") or os.environ.get("RAY_ADDRESS")
+    if address:
+        return {"address": address, "runtime_env": runtime_env, "logging_level": logging.WARNING}
+    local = {k: ray_cfg.get(k) for k in ("num_cpus", "num_gpus", "object_store_memory")}
+    return {
+        "address": "local",
+        **{k: v for k, v in local.items() if v is not None},
+        "include_dashboard": bool(ray_cfg.get("include_dashboard", False)),
+        "runtime_env": runtime_env,
+        "logging_level": logging.WARNING,
+    }
+
+
+@contextmanager
+def ray_session(ray_cfg: Mapping[str, Any]) -> Iterator[None]:
+    """Use the Ray this process is already connected to; else init from `ray_cfg` and shut down afterwards."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(**ray_init_kwargs(ray_cfg))
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def split_trainer_config(trainer_cfg: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(Lightning Trainer kwargs, Ray Train options) from a resolved trainer section."""
+    lightning = {k: v for k, v in trainer_cfg.items() if k not in RAY_KEYS}
+    ray_opts = {k: trainer_cfg[k] for k in RAY_KEYS if k in trainer_cfg}
+    return lightning, ray_opts
+
+
+def checkpoint_monitor(cfg: Mapping[str, Any]) -> tuple[str, str]:
+    """(metric, mode) that ranks checkpoints: the ModelCheckpoint's monitor if configured, else val/macro_f1 max."""
+    mc = (cfg.get("callbacks") or {}).get("model_checkpoint") or {}
+    return str(mc.get("monitor") or "val/macro_f1"), str(mc.get("mode") or "max")
+
+
+def worker_loop(config: dict[str, Any]) -> dict[str, Any]:
+    """Runs in every Ray Train worker: build data, model and callbacks as a local run does, then fit under DDP."""
+    import ray.train
+    from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, RayTrainReportCallback, prepare_trainer
+
+    cfg = OmegaConf.create(config["cfg"])
+    seed_everything(int(cfg.seed), workers=True)
+    torch.set_float32_matmul_precision(str(cfg.get("float32_matmul_precision", "high")))
+    datamodule = build_datamodule(cfg)
+    model = build_module(cfg, datamodule)
+    # checkpoints go to Ray Train (RayTrainReportCallback); tqdm does not render in Ray's log stream
+    callbacks = [c for c in build_callbacks(cfg) if not isinstance(c, (ModelCheckpoint, ProgressBar))]
+    callbacks.append(RayTrainReportCallback())
+    trainer = build_trainer(
+        cfg,
+        callbacks,
+        build_loggers(cfg),
+        accelerator="gpu" if config["use_gpu"] else "cpu",
+        devices="auto",
+        strategy=RayDDPStrategy(),
+        plugins=[RayLightningEnvironment()],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
+    trainer = prepare_trainer(trainer)
+    checkpoint = ray.train.get_checkpoint()  # set when the group restarts after a failure
+    start = time.perf_counter()
+    if checkpoint is None:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    else:
+        with checkpoint.as_directory() as d:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=str(Path(d) / CHECKPOINT_NAME), weights_only=True)
+    return {
+        "resumed_from": checkpoint.path if checkpoint is not None else None,
+        "fit_seconds": time.perf_counter() - start,
+        "epochs": int(trainer.current_epoch),
+    }
+
+
+def fit_on_ray(
+    cfg: Mapping[str, Any],
+    *,
+    num_workers: int,
+    use_gpu: bool = False,
+    resources_per_worker: Mapping[str, float] | None = None,
+    placement_strategy: str = "PACK",
+    max_failures: int = 0,
+    checkpoints_to_keep: int | None = 2,
+    storage_path: str,
+    name: str,
+    callbacks: list[Any] | None = None,
+) -> Any:
+    """Fit with TorchTrainer on the connected Ray; `cfg` is the resolved config without Ray keys. Returns ray's Result.
+
+    `callbacks` are Ray Train UserCallbacks (e.g. Tune's TuneReportCallback when a sweep trial runs Ray Train).
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    monitor, mode = checkpoint_monitor(cfg)
+    trainer = TorchTrainer(
+        worker_loop,
+        train_loop_config={"cfg": dict(cfg), "use_gpu": bool(use_gpu)},
+        scaling_config=ScalingConfig(
+            num_workers=int(num_workers),
+            use_gpu=bool(use_gpu),
+            resources_per_worker=dict(resources_per_worker) if resources_per_worker else None,
+            placement_strategy=placement_strategy,
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage_path,
+            callbacks=callbacks or None,
+            failure_config=FailureConfig(max_failures=int(max_failures)),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=checkpoints_to_keep, checkpoint_score_attribute=monitor, checkpoint_score_order=mode
+            ),
+        ),
+    )
+    return trainer.fit()
+
+
+def best_checkpoint(result: Any, monitor: str, mode: str) -> tuple[Any, dict[str, Any]]:
+    """(checkpoint, its reported metrics): the best by `monitor`, else the latest."""
+    scored = [(c, m) for c, m in (result.best_checkpoints or []) if monitor in m]
+    if scored:
+        pick = max if mode == "max" else min
+        return pick(scored, key=lambda cm: float(cm[1][monitor]))
+    if result.checkpoint is None:
+        raise UserError("the Ray Train run reported no checkpoint; see its logs under ray.storage_path")
+    return result.checkpoint, dict(result.metrics or {})
+
+
+def copy_checkpoint(checkpoint: Any, dest: Path) -> Path:
+    """Copy a reported Lightning checkpoint (local or remote storage) to a local file."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with checkpoint.as_directory() as d:
+        shutil.copyfile(Path(d) / CHECKPOINT_NAME, dest)
+    return dest
+
+
+def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def local_eval_config(resolved: Mapping[str, Any], use_gpu: bool) -> DictConfig:
+    """The same config for a one-process evaluation in the driver (no Ray keys, one device)."""
+    cfg = OmegaConf.create(dict(resolved))
+    cfg.trainer.accelerator = "gpu" if use_gpu and torch.cuda.is_available() else "cpu"
+    cfg.trainer.devices = 1
+    cfg.trainer.pop("strategy", None)
+    return cfg
+
+
+def train_on_ray(cfg: DictConfig, publish: bool = True) -> dict[str, Any]:
+    """`trainer=ray`: fit on Ray Train, copy the best checkpoint next to the run, test it, publish like a local run."""
+    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
+        raise UserError(f"ckpt_path not found: {cfg.ckpt_path} (resume from a run's checkpoints/last.ckpt)")
+    read_manifest(cfg.data.shards_dir)  # fail early, in one line, when the data stage has not run
+    resolved = OmegaConf.to_container(cfg, resolve=True)  # resolves ${hydra:...} paths here, in the driver
+    resolved["trainer"], opts = split_trainer_config(resolved["trainer"])
+    if int(opts.get("num_workers", 1)) < 1:
+        raise UserError("trainer.num_workers must be >= 1 under trainer=ray")
+    output_dir = Path(resolved["paths"]["output_dir"])
+    monitor, mode = checkpoint_monitor(resolved)
+    start = time.perf_counter()
+    with ray_session(resolved.get("ray") or {}):
+        result = fit_on_ray(
+            resolved,
+            num_workers=int(opts.get("num_workers", 1)),
+            use_gpu=bool(opts.get("use_gpu", False)),
+            resources_per_worker=opts.get("resources_per_worker"),
+            placement_strategy=str(opts.get("placement_strategy", "PACK")),
+            max_failures=int(opts.get("max_failures", 0)),
+            checkpoints_to_keep=opts.get("checkpoints_to_keep"),
+            storage_path=str(Path((resolved.get("ray") or {}).get("storage_path") or output_dir / "ray").resolve()),
+            name=f"{resolved.get('task_name', 'train')}-{output_dir.name}",
+        )
+    if result.error is not None:
+        raise result.error
+    fit_s = time.perf_counter() - start
+    checkpoint, best_metrics = best_checkpoint(result, monitor, mode)
+    best_path = copy_checkpoint(checkpoint, output_dir / "checkpoints" / "best.ckpt")
+    log.info(
+        "best Ray Train checkpoint %s (%s=%s) -> %s", checkpoint.path, monitor, best_metrics.get(monitor), best_path
+    )
+    latest = scalar_metrics(result.metrics or {})
+    metrics: dict[str, Any] = {k: v for k, v in latest.items() if k not in ("epoch", "step")}
+    if cfg.get("test", True):
+        metrics.update(evaluate_checkpoint(local_eval_config(resolved, bool(opts.get("use_gpu"))), str(best_path)))
+    metrics.update(
+        fit_seconds=round(fit_s, 1),
+        epochs=int(latest.get("epoch", -1)) + 1,
+        ray_workers=int(opts.get("num_workers", 1)),
+        best_ckpt=str(best_path),
+    )
+    if publish:
+        publish_results(cfg, str(best_path), metrics)
+    return {
+        **metrics,
+        "best_metrics": scalar_metrics(best_metrics),
+        "ray_checkpoint": checkpoint.path,
+        "ray_run": result.path,
+        "resumed_from": (result.return_value or {}).get("resumed_from"),
+    }

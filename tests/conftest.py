@@ -1,0 +1,85 @@
+"""Shared fixtures: the real config composed with a few overrides, and tiny synthetic shards."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("TQDM_MININTERVAL", "5")
+
+TINY_DATA = [
+    "data.image_size=32",
+    "data.generate.specimens_per_class=6",
+    "data.generate.photos_per_specimen=2",
+    "data.generate.ood_images=12",
+    "data.loader.batch_size=32",
+]
+
+
+def compose(overrides: list[str], tmp: Path):
+    """The real conf/config.yaml with overrides, outputs under `tmp`, HydraConfig set as in a run."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp / "run")
+        cfg.hydra.job.num = 0
+        cfg.paths.output_dir = str(tmp / "run")
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic shards at 32 px: 14 classes x 6 specimens x 2 photos, plus 12 OOD images."""
+    from mycolens.catalogue import load_catalogue
+    from mycolens.data.generate import generate_dataset
+
+    out = tmp_path_factory.mktemp("data") / "shards"
+    generate_dataset(
+        out,
+        load_catalogue(),
+        image_size=32,
+        specimens_per_class=6,
+        photos_per_specimen=2,
+        difficulty=1.0,
+        ood_images=12,
+        splits={"train": 0.5, "val": 0.25, "test": 0.25},
+        seed=7,
+        workers=1,
+        jpeg_quality=90,
+        rows_per_file=2000,
+    )
+    return out
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path, tiny_shards: Path) -> Callable[..., object]:
+    """Compose the real config on the tiny shards with outputs in tmp_path; extra overrides as arguments."""
+
+    def _make(*overrides: str):
+        base = [
+            *TINY_DATA,
+            f"paths.shards_dir={tiny_shards}",
+            f"paths.models_dir={tmp_path / 'models'}",
+            f"paths.reports_dir={tmp_path / 'reports'}",
+            f"paths.log_dir={tmp_path / 'logs'}",
+        ]
+        return compose([*base, *overrides], tmp_path)
+
+    return _make

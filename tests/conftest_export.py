@@ -1,0 +1,134 @@
+"""Fixtures for export, evaluation, class order and offline prediction: one tiny trained teacher, exported once.
+
+Import what a test file needs (`from tests.conftest_export import exported, workspace`); the expensive steps are
+cached per session in this module, so every test file shares one training run and one export.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.conftest import TINY_DATA, compose
+
+ROOT = Path(__file__).resolve().parents[1]
+_CACHE: dict[str, Any] = {}
+
+
+@dataclass
+class Workspace:
+    """A tiny project: the session's synthetic shards, a trained teacher and its paths, as Hydra overrides."""
+
+    root: Path
+    shards: Path
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def best(self) -> Path:
+        return self.models / "best.ckpt"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.models / "export"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    def overrides(self, root: Path | None = None) -> list[str]:
+        """Path overrides putting every output under `root` (this workspace by default)."""
+        root = root or self.root
+        return [
+            *TINY_DATA,
+            f"paths.shards_dir={self.shards}",
+            f"paths.models_dir={root / 'models'}",
+            f"paths.reports_dir={root / 'reports'}",
+            f"paths.log_dir={root / 'logs'}",
+        ]
+
+    def cfg(self, *extra: str, root: Path | None = None) -> Any:
+        """The real config composed with this workspace's paths."""
+        return compose([*self.overrides(root), *extra], root or self.root)
+
+    def run(self, script: str, *extra: str, root: Path | None = None) -> subprocess.CompletedProcess:
+        """Run scripts/<script> as a user would, with this workspace's paths."""
+        return run_script(script, *self.overrides(root), *extra)
+
+
+def run_script(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "MYCOLENS_ROOT": str(ROOT),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "DVC_NO_ANALYTICS": "1",
+        "WANDB_MODE": "offline",
+        "HYDRA_FULL_ERROR": "0",
+    }
+    cmd = [sys.executable, str(ROOT / "scripts" / script), *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def build_workspace(root: Path, shards: Path) -> Workspace:
+    """Train a small_cnn teacher at 32 px with the real training code (debug=limit) into root/models/best.ckpt."""
+    from mycolens.training.run import train
+
+    ws = Workspace(root, shards)
+    train(ws.cfg("debug=limit", "trainer.max_epochs=2"))
+    assert ws.best.is_file()
+    return ws
+
+
+def export_settings(cfg: Any) -> Any:
+    """ExportSettings from a composed config, as scripts/export.py builds them."""
+    from omegaconf import OmegaConf
+
+    from mycolens.export import ExportSettings
+
+    return ExportSettings.from_config(OmegaConf.to_container(cfg.export, resolve=True))
+
+
+def make_unsafe_checkpoint(src: Path, dst: Path, edible_id: str = "agaricus_campestris") -> Path:
+    """A copy of `src` whose classifier bias makes every image an edible species (so poisonous ones are called edible)."""
+    from mycolens.catalogue import load_catalogue
+
+    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    bias = next(k for k in ckpt["state_dict"] if k.endswith("classifier.bias"))
+    index = load_catalogue().index(edible_id)
+    ckpt["state_dict"][bias] = torch.zeros_like(ckpt["state_dict"][bias])
+    ckpt["state_dict"][bias][index] = 1000.0
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory: pytest.TempPathFactory, tiny_shards: Path) -> Workspace:
+    """The trained tiny teacher (once per session)."""
+    if "workspace" not in _CACHE:
+        _CACHE["workspace"] = build_workspace(tmp_path_factory.mktemp("export_ws"), tiny_shards)
+    return _CACHE["workspace"]
+
+
+@pytest.fixture(scope="session")
+def exported(workspace: Workspace) -> dict[str, Any]:
+    """models/export from `python scripts/export.py ckpt_path=models/best.ckpt` (once per session).
+
+    Returns {"meta": model.json, "stdout": the script's output, "dir": the folder}.
+    """
+    if "exported" not in _CACHE:
+        proc = workspace.run("export.py", f"ckpt_path={workspace.best}")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        meta = json.loads((workspace.export_dir / "model.json").read_text())
+        _CACHE["exported"] = {"meta": meta, "stdout": proc.stdout, "dir": workspace.export_dir}
+    return _CACHE["exported"]

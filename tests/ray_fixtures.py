@@ -1,0 +1,72 @@
+"""Helpers for the Ray tests: overrides onto the tiny 32px shards (conftest's `tiny_shards`), a small local Ray."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+RAY_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "DVC_NO_ANALYTICS": "1",
+    "WANDB_MODE": "offline",
+    "MYCOLENS_ROOT": str(ROOT),
+}
+for _k, _v in RAY_ENV.items():
+    os.environ.setdefault(_k, _v)
+
+
+def tiny_overrides(tmp: Path, shards: Path) -> list[str]:
+    """Hydra overrides that keep every artifact of a run under `tmp` and train on the tiny shards quickly."""
+    return [
+        f"paths.root_dir={ROOT}",
+        f"paths.data_dir={tmp}/data",
+        f"paths.shards_dir={shards}",
+        f"paths.models_dir={tmp}/models",
+        f"paths.reports_dir={tmp}/reports",
+        f"paths.log_dir={tmp}/logs",
+        "data.image_size=32",
+        "data.loader.batch_size=16",
+        "model.backbone_kwargs.channels=[8,16]",
+        "trainer.max_epochs=2",
+        "trainer.log_every_n_steps=1",
+        "ray.num_cpus=2",
+    ]
+
+
+def compose_cfg(overrides: list[str], output_dir: Path, config_name: str = "config") -> DictConfig:
+    """The composed config as scripts/train.py would see it, with the run folder set (no Hydra runtime here)."""
+    GlobalHydra.instance().clear()  # conftest's compose leaves it initialized
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+@pytest.fixture
+def local_ray() -> Iterator[None]:
+    """A 2-CPU local Ray (no dashboard, small object store) for one test; always shut down."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, object_store_memory=150 * 2**20, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL the process group of a subprocess this test started (start_new_session=True), if still there."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)

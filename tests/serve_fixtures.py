@@ -1,0 +1,337 @@
+"""Serving test helpers: a tiny model folder per the model-folder contract, test images, Ray + Serve on 127.0.0.1.
+
+`make_model_dir(tmp) -> Path` is the one place that makes the served model; switch it to the real export
+(`python scripts/export.py ...`) once that exists, and every serving test follows.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from mycolens.catalogue import load_catalogue
+from mycolens.evaluation.calibration import energy_score, ood_threshold
+from mycolens.evaluation.safety import VerdictRule
+from mycolens.utils.io import sha256_file, write_json_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+SERVE_CLI = str(ROOT / ".venv" / "bin" / "serve")
+IMAGE_SIZE = 32
+MEAN, STD = [0.45, 0.42, 0.35], [0.25, 0.24, 0.23]
+
+for _k, _v in {"RAY_USAGE_STATS_ENABLED": "0", "MYCOLENS_ROOT": str(ROOT)}.items():
+    os.environ.setdefault(_k, _v)
+
+
+# ---------------------------------------------------------------- model folder
+
+
+def _tiny_net(num_classes: int, seed: int):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, num_classes),
+    )
+    return net.eval()
+
+
+def _calibration_batches(n: int = 8, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    from mycolens.inference.preprocess import normalize
+
+    return [
+        normalize(rng.integers(0, 256, (4, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8), MEAN, STD) for _ in range(n)
+    ]
+
+
+def _quantize(fp32: Path, out: Path) -> None:
+    """ORT static QDQ per-channel quantization (QUInt8 activations, reduce_range for AVX2 without VNNI)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter([{"input": b} for b in _calibration_batches()])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(
+        str(fp32),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        reduce_range=True,
+    )
+
+
+def make_model_dir(tmp: str | Path, seed: int = 0, gate_passed: bool = True) -> Path:
+    """A tiny valid model folder (model.onnx, model.int8.onnx, model.json, metrics.json) under `tmp`/model."""
+    import onnxruntime
+    import torch
+
+    import mycolens
+
+    out = Path(tmp) / "model"
+    out.mkdir(parents=True, exist_ok=True)
+    cat = load_catalogue()
+    net = _tiny_net(cat.num_classes, seed)
+    example = torch.zeros(2, 3, IMAGE_SIZE, IMAGE_SIZE)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    torch.onnx.export(
+        net,
+        (example,),
+        str(out / "model.onnx"),
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_shapes={"input": {0: batch}},
+        external_data=False,
+    )
+    _quantize(out / "model.onnx", out / "model.int8.onnx")
+    with torch.no_grad():
+        logits = np.concatenate([net(torch.from_numpy(b)).numpy() for b in _calibration_batches(seed=1)])
+    rule = VerdictRule(
+        edible_min_confidence=0.5,
+        poison_max=0.5,
+        do_not_eat_min=0.5,
+        ood_threshold=ood_threshold(energy_score(logits), 0.95),
+    )
+    sha = sha256_file(out / "model.onnx")
+    files = {
+        v: {"path": p, "sha256": sha256_file(out / p), "bytes": (out / p).stat().st_size}
+        for v, p in (("fp32", "model.onnx"), ("int8", "model.int8.onnx"))
+    }
+    meta: dict[str, Any] = {
+        "name": "mycolens",
+        "version": f"1.0.0+{sha[:12]}",
+        "catalogue": cat.to_dict(),
+        "classes": cat.ids,
+        "preprocessing": {
+            "image_size": IMAGE_SIZE,
+            "mean": MEAN,
+            "std": STD,
+            "resize": "shorter_side_bilinear_center_crop",
+            "layout": "NCHW",
+            "dtype": "float32",
+            "scale": "0-1",
+        },
+        "input": {"name": "input", "shape": [-1, 3, IMAGE_SIZE, IMAGE_SIZE], "datatype": "FP32"},
+        "output": {"name": "logits", "shape": [-1, cat.num_classes], "datatype": "FP32"},
+        "temperature": 1.5,
+        "verdict": rule.to_dict(),
+        "ood": {"score": "energy", "threshold": rule.ood_threshold, "keep_in_distribution": 0.95},
+        "files": files,
+        "safety_gate": {
+            "passed": gate_passed,
+            "limit": 0.01,
+            "unsafe_edible_rate": {"fp32": 0.0, "int8": 0.0},
+            "split": "test",
+        },
+        "source": {"ckpt": "tests/tiny", "ckpt_sha256": "0" * 64, "backbone": "tiny_cnn", "params": 0, "flops": 0},
+        "versions": {
+            "mycolens": mycolens.__version__,
+            "torch": torch.__version__,
+            "onnx": __import__("onnx").__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "python": platform.python_version(),
+        },
+    }
+    write_json_atomic(out / "model.json", meta)
+    write_json_atomic(out / "metrics.json", {"accuracy": 0.5, "macro_f1": 0.4, "ece": 0.1, "unsafe_edible_rate": 0.0})
+    return out
+
+
+def copy_model_dir(src: Path, dst: Path, *, seed_bump: bool = False) -> Path:
+    """A copy of a model folder (for reload tests)."""
+    shutil.copytree(src, dst)
+    return dst
+
+
+# ---------------------------------------------------------------- images
+
+
+def image_bytes(
+    fmt: str = "JPEG", size: tuple[int, int] = (80, 60), mode: str = "RGB", seed: int = 0, **save: Any
+) -> bytes:
+    """An encoded test image of a given format and mode."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    if mode in ("I;16", "I"):
+        img = Image.fromarray(rng.integers(0, 65535, (h, w), dtype=np.uint16))
+    else:
+        img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+        if mode != "RGB":
+            img = img.convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, fmt, **save)
+    return buf.getvalue()
+
+
+def exif_rotated_jpeg(size: tuple[int, int] = (80, 40)) -> bytes:
+    """A JPEG with EXIF orientation 6 (rotate 90 degrees on display)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return image_bytes("JPEG", size=size, exif=exif.tobytes())
+
+
+def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A tiny PNG whose header claims width x height pixels (a decompression bomb)."""
+    raw = image_bytes("PNG", size=(1, 1))
+    assert raw[12:16] == b"IHDR"
+    ihdr = bytearray(raw[16:29])
+    ihdr[0:8] = struct.pack(">II", width, height)
+    crc = struct.pack(">I", zlib.crc32(b"IHDR" + bytes(ihdr)) & 0xFFFFFFFF)
+    return raw[:16] + bytes(ihdr) + crc + raw[33:]
+
+
+def bad_inputs() -> dict[str, tuple[bytes, str, int, str]]:
+    """name -> (file bytes, filename, expected status, expected error code) for the /predict bad-input matrix."""
+    jpeg = image_bytes("JPEG")
+    return {
+        "empty": (b"", "empty.jpg", 400, "empty"),
+        "truncated": (jpeg[: len(jpeg) // 2], "cut.jpg", 400, "truncated"),
+        "text_as_jpg": (b"hello, I am not an image\n" * 10, "notes.jpg", 400, "not_image"),
+        "gif": (image_bytes("GIF"), "a.gif", 415, "unsupported"),
+        "tiff": (image_bytes("TIFF"), "a.tiff", 415, "unsupported"),
+        "bomb": (png_bomb(), "bomb.png", 413, "too_large"),
+        "over_pixel_limit": (png_bomb(8000, 8000), "big.png", 413, "too_large"),
+    }
+
+
+def good_inputs() -> dict[str, bytes]:
+    """Unusual but valid images that must succeed with 200."""
+    return {
+        "jpeg": image_bytes("JPEG"),
+        "png": image_bytes("PNG"),
+        "webp": image_bytes("WEBP"),
+        "cmyk_jpeg": image_bytes("JPEG", mode="CMYK"),
+        "gray_png": image_bytes("PNG", mode="L"),
+        "gray16_png": image_bytes("PNG", mode="I;16"),
+        "rgba_png": image_bytes("PNG", mode="RGBA"),
+        "palette_png": image_bytes("PNG", mode="P"),
+        "exif_rotated_jpeg": exif_rotated_jpeg(),
+    }
+
+
+# ---------------------------------------------------------------- Ray + Serve
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ray_env(proxy: str) -> dict[str, str]:
+    """Environment for a local Ray started by a test: stats off, the proxy mode, short HAProxy drains."""
+    env = {
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "MYCOLENS_ROOT": str(ROOT),
+        "RAY_SERVE_ENABLE_HA_PROXY": "1" if proxy == "haproxy" else "0",
+    }
+    if proxy == "haproxy":
+        env.update(
+            RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S="1",
+            RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S="5",
+            RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=f"/tmp/haproxy-serve-{os.getpid()}/haproxy.cfg",
+            RAY_SERVE_HAPROXY_SOCKET_PATH=f"/tmp/haproxy-serve-{os.getpid()}/admin.sock",
+            RAY_SERVE_HAPROXY_SERVER_STATE_BASE=f"/tmp/haproxy-serve-{os.getpid()}",
+            RAY_SERVE_HAPROXY_SERVER_STATE_FILE=f"/tmp/haproxy-serve-{os.getpid()}/server-state",
+        )
+    return env
+
+
+def start_ray(proxy: str) -> None:
+    """A 2-CPU local Ray with no dashboard and a small object store; env set first so Serve's processes inherit it."""
+    import ray
+
+    os.environ.update(ray_env(proxy))
+    ray.init(
+        address="local",
+        num_cpus=2,
+        object_store_memory=150 * 2**20,
+        include_dashboard=False,
+        log_to_driver=False,
+        namespace="serve",
+    )
+
+
+def write_serve_config(path: Path, port: int, overrides: list[str], user_config: dict[str, Any] | None = None) -> Path:
+    """A Serve config file like serve/config.yaml, on a test port, with Hydra overrides and a model user_config."""
+    import yaml
+
+    base = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
+    base["http_options"] = {**base.get("http_options", {}), "host": "127.0.0.1", "port": port}
+    app = base["applications"][0]
+    app["args"] = {**app.get("args", {}), "overrides": list(overrides)}
+    if user_config is not None:
+        deps = [d for d in app.get("deployments", []) if d["name"] != "MycolensModel"]
+        app["deployments"] = [*deps, {"name": "MycolensModel", "user_config": user_config}]
+    path.write_text(yaml.safe_dump(base, sort_keys=False))
+    return path
+
+
+def serve_run_config(config: Path, gcs_address: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`serve run CONFIG --non-blocking --address GCS`: the real CLI path, submitting a config to the running cluster."""
+    return subprocess.run(
+        [SERVE_CLI, "run", str(config), "--non-blocking", "--address", gcs_address],
+        cwd=ROOT,
+        env={**os.environ},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def wait_ready(base_url: str, timeout: float = 180, version: str | None = None) -> dict:
+    """Poll /readyz (and /model when a version is wanted) until the app answers; the /model body."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(f"{base_url}/readyz", timeout=5)
+            if r.status_code == 200:
+                m = httpx.get(f"{base_url}/model", timeout=5).json()
+                if version is None or m.get("version") == version:
+                    return m
+            last = (r.status_code, r.text[:200])
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(0.5)
+    raise TimeoutError(f"{base_url} not ready in {timeout}s (last: {last})")
+
+
+def model_version(model_dir: Path) -> str:
+    return json.loads((model_dir / "model.json").read_text())["version"]
+
+
+def python_cmd(*args: str) -> list[str]:
+    return [PYTHON if Path(PYTHON).exists() else sys.executable, *args]
