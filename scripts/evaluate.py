@@ -25,7 +25,7 @@ def table(report: dict) -> str:
         mark = "*" if name == report["served"] else ""
         rows.append((name + mark, *("n/a" if v.get(c) is None else f"{v[c]:.4f}" for c in cols)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(cols) + 1)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -26,14 +26,27 @@ def main(cfg: DictConfig) -> None:
 
     ckpt = cfg.get("ckpt_path") or cfg.export.ckpt_path
     settings = ExportSettings.from_config(OmegaConf.to_container(cfg.export, resolve=True))
-    meta = export_model(ckpt, cfg.export.output_dir, cfg.data.shards_dir, load_catalogue(cfg.catalogue), settings, root=cfg.paths.root_dir)
+    meta = export_model(
+        ckpt,
+        cfg.export.output_dir,
+        cfg.data.shards_dir,
+        load_catalogue(cfg.catalogue),
+        settings,
+        root=cfg.paths.root_dir,
+    )
     checks, gate, out = meta["checks"], meta["safety_gate"], cfg.export.output_dir
     t, i = checks["fp32_vs_torch"], checks["int8_vs_fp32"]
-    print(f"onnx fp32 vs pytorch ({t['images']} {checks['split']} images): max |diff| {t['max_abs_diff']:.2e}, top-1 agreement {t['top1_agreement']:.4f}")
-    print(f"onnx int8 vs fp32: max |diff| {i['max_abs_diff']:.3g}, top-1 agreement {i['top1_agreement']:.4f} ({meta['quantization']})")
+    print(
+        f"onnx fp32 vs pytorch ({t['images']} {checks['split']} images): max |diff| {t['max_abs_diff']:.2e}, top-1 agreement {t['top1_agreement']:.4f}"
+    )
+    print(
+        f"onnx int8 vs fp32: max |diff| {i['max_abs_diff']:.3g}, top-1 agreement {i['top1_agreement']:.4f} ({meta['quantization']})"
+    )
     print(f"temperature {meta['temperature']:.3f}, ood energy threshold {meta['ood']['threshold']:.3f}")
     rates = ", ".join(f"{k} {v:.4f}" for k, v in gate["unsafe_edible_rate"].items())
-    print(f"safety gate ({gate['split']}): unsafe_edible_rate {rates} (limit {gate['limit']}): {'passed' if gate['passed'] else 'FAILED'}")
+    print(
+        f"safety gate ({gate['split']}): unsafe_edible_rate {rates} (limit {gate['limit']}): {'passed' if gate['passed'] else 'FAILED'}"
+    )
     for f in meta["files"].values():
         print(f"wrote {out}/{f['path']} ({f['bytes']:,} bytes)")
     print(f"wrote {out}/model.json (version {meta['version']})")

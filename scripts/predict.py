@@ -37,7 +37,9 @@ def main(cfg: DictConfig) -> int:
     if not files:
         raise UserError(f"no image files (.jpg, .png, .webp, ...) under {cfg.path}")
     try:
-        model = OnnxClassifier.load(cfg.serve.model_dir, str(cfg.serve.variant), threads=int(cfg.serve.get("threads", 0)))
+        model = OnnxClassifier.load(
+            cfg.serve.model_dir, str(cfg.serve.variant), threads=int(cfg.serve.get("threads", 0))
+        )
     except ModelRefused as exc:
         raise UserError(f"model refused: {exc}") from None
     records = predict_files(files, model, top_k=int(cfg.get("top_k") or 3))

@@ -124,8 +124,9 @@ async def drift_report(request: Request) -> Any:
 
 
 @router.get("/feedback")
-def feedback_info(request: Request) -> Any:
+async def feedback_info(request: Request) -> Any:
     """Whether feedback is on, its size limit, and the species a person may choose from."""
+    await follow_served_model(request)
     state = _state(request)
     settings = state.get("web") or {}
     fb = settings.get("feedback") or {}
@@ -144,6 +145,7 @@ def feedback_info(request: Request) -> Any:
 @router.post("/feedback", status_code=201)
 async def feedback(request: Request) -> Any:
     """Multipart `file` + `species`: store the photo as <feedback dir>/<species>/<sha256>.jpg for the next retrain."""
+    await follow_served_model(request)
     state = _state(request)
     fb = (state.get("web") or {}).get("feedback") or {}
     catalogue: Catalogue | None = state.get("catalogue")

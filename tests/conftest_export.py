@@ -1,7 +1,7 @@
 """Fixtures for export, evaluation, class order and offline prediction: one tiny trained teacher, exported once.
 
-Import what a test file needs (`from tests.conftest_export import exported, workspace`); the expensive steps are
-cached per session in this module, so every test file shares one training run and one export.
+A test file loads them with `pytest_plugins = ["tests.conftest_export"]` (tests/conftest.py belongs to the lead);
+the expensive steps are cached per session, so every test file shares one training run and one export.
 """
 
 from __future__ import annotations
@@ -64,6 +64,14 @@ class Workspace:
     def run(self, script: str, *extra: str, root: Path | None = None) -> subprocess.CompletedProcess:
         """Run scripts/<script> as a user would, with this workspace's paths."""
         return run_script(script, *self.overrides(root), *extra)
+
+    def export_settings(self, *extra: str, root: Path | None = None) -> Any:
+        """ExportSettings from the composed config, as scripts/export.py builds them."""
+        return export_settings(self.cfg(*extra, root=root))
+
+    def unsafe_checkpoint(self, dst: Path) -> Path:
+        """The teacher, made to call every image an edible species (see make_unsafe_checkpoint)."""
+        return make_unsafe_checkpoint(self.best, dst)
 
 
 def run_script(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -1,7 +1,10 @@
 """Serving test helpers: a tiny model folder per the model-folder contract, test images, Ray + Serve on 127.0.0.1.
 
-`make_model_dir(tmp) -> Path` is the one place that makes the served model; switch it to the real export
-(`python scripts/export.py ...`) once that exists, and every serving test follows.
+`make_model_dir(tmp) -> Path` is the one place that makes the served model (a tiny conv net exported with
+torch.onnx, external_data=False, dynamic batch; ORT static QDQ int8; model.json with real hashes); switch it to
+the real export (`python scripts/export.py ...`) and every serving test follows. Ray helpers: `start_ray(proxy)`
+(2 CPUs, no dashboard, the proxy mode's env), `write_serve_config` + `serve_run_config` (the `serve run` CLI
+against that cluster), `wait_ready`.
 """
 
 from __future__ import annotations
@@ -10,11 +13,9 @@ import io
 import json
 import os
 import platform
-import shutil
 import socket
 import struct
 import subprocess
-import sys
 import time
 import zlib
 from pathlib import Path
@@ -29,7 +30,6 @@ from mycolens.evaluation.safety import VerdictRule
 from mycolens.utils.io import sha256_file, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
-PYTHON = str(ROOT / ".venv" / "bin" / "python")
 SERVE_CLI = str(ROOT / ".venv" / "bin" / "serve")
 IMAGE_SIZE = 32
 MEAN, STD = [0.45, 0.42, 0.35], [0.25, 0.24, 0.23]
@@ -164,12 +164,6 @@ def make_model_dir(tmp: str | Path, seed: int = 0, gate_passed: bool = True) -> 
     write_json_atomic(out / "model.json", meta)
     write_json_atomic(out / "metrics.json", {"accuracy": 0.5, "macro_f1": 0.4, "ece": 0.1, "unsafe_edible_rate": 0.0})
     return out
-
-
-def copy_model_dir(src: Path, dst: Path, *, seed_bump: bool = False) -> Path:
-    """A copy of a model folder (for reload tests)."""
-    shutil.copytree(src, dst)
-    return dst
 
 
 # ---------------------------------------------------------------- images
@@ -331,7 +325,3 @@ def wait_ready(base_url: str, timeout: float = 180, version: str | None = None) 
 
 def model_version(model_dir: Path) -> str:
     return json.loads((model_dir / "model.json").read_text())["version"]
-
-
-def python_cmd(*args: str) -> list[str]:
-    return [PYTHON if Path(PYTHON).exists() else sys.executable, *args]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -13,7 +14,11 @@ from mycolens.catalogue import load_catalogue
 from mycolens.evaluation import metrics as M
 from mycolens.evaluation.card import lookalike_pairs
 from mycolens.inference.onnx_model import ModelRefused, verify_model_dir
-from tests.conftest_export import Workspace, exported, make_unsafe_checkpoint, workspace  # noqa: F401
+
+if TYPE_CHECKING:
+    from tests.conftest_export import Workspace
+
+pytest_plugins = ["tests.conftest_export"]  # fixtures: workspace, exported
 
 CAT = load_catalogue()
 DANGER = CAT.dangerous_mask
@@ -57,7 +62,11 @@ def test_ece_15_bins() -> None:
 
 
 def test_unsafe_edible_rate_counts_dangerous_images_called_edible() -> None:
-    jack, chanterelle, death_cap = CAT.index("omphalotus_illudens"), CAT.index("cantharellus_cibarius"), CAT.index("amanita_phalloides")
+    jack, chanterelle, death_cap = (
+        CAT.index("omphalotus_illudens"),
+        CAT.index("cantharellus_cibarius"),
+        CAT.index("amanita_phalloides"),
+    )
     labels = np.array([jack, jack, death_cap, chanterelle, chanterelle])
     verdicts = ["edible", "uncertain", "do_not_eat", "edible", "edible"]
     assert M.unsafe_edible_rate(verdicts, labels, DANGER) == pytest.approx(1 / 3)
@@ -65,9 +74,15 @@ def test_unsafe_edible_rate_counts_dangerous_images_called_edible() -> None:
 
 
 def test_poison_cost_is_fungiclef() -> None:
-    jack, chanterelle, parasol = CAT.index("omphalotus_illudens"), CAT.index("cantharellus_cibarius"), CAT.index("macrolepiota_procera")
+    jack, chanterelle, parasol = (
+        CAT.index("omphalotus_illudens"),
+        CAT.index("cantharellus_cibarius"),
+        CAT.index("macrolepiota_procera"),
+    )
     labels = np.array([jack, chanterelle, chanterelle, parasol])
-    preds = np.array([chanterelle, jack, parasol, parasol])  # 1 poisonous->edible, 1 edible->poisonous, 1 edible->edible
+    preds = np.array(
+        [chanterelle, jack, parasol, parasol]
+    )  # 1 poisonous->edible, 1 edible->poisonous, 1 edible->edible
     assert M.poison_cost(labels, preds, DANGER) == pytest.approx((100 + 1) / 4)
 
 
@@ -100,7 +115,7 @@ def test_metrics_json_per_variant_and_summary(workspace: Workspace, evaluated: d
     m = evaluated["metrics"]
     assert set(m["variants"]) == {"teacher", "compressed", "onnx_fp32", "onnx_int8"}
     for name, v in m["variants"].items():
-        assert VARIANT_KEYS <= set(v), name
+        assert set(v) >= VARIANT_KEYS, name
         assert 0 <= v["accuracy"] <= 1 and 0 <= v["unsafe_edible_rate"] <= 1 and 0 <= v["ood_abstain_rate"] <= 1
         assert v["latency_ms_batch1"] > 0 and v["latency_ms_batch32"] > 0 and v["file_bytes"] > 0
     assert m["served"] == "onnx_int8"
@@ -140,7 +155,9 @@ def test_model_card_mentions_every_lookalike_pair(workspace: Workspace, evaluate
 
 
 def test_missing_variant_is_one_clear_line(workspace: Workspace, tmp_path: Path) -> None:
-    proc = workspace.run("evaluate.py", f"evaluate.sources.compressed={tmp_path / 'nope.ckpt'}", f"paths.reports_dir={tmp_path}")
+    proc = workspace.run(
+        "evaluate.py", f"evaluate.sources.compressed={tmp_path / 'nope.ckpt'}", f"paths.reports_dir={tmp_path}"
+    )
     assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and "compressed" in err[0] and "nope.ckpt not found" in err[0]
@@ -148,8 +165,10 @@ def test_missing_variant_is_one_clear_line(workspace: Workspace, tmp_path: Path)
     assert not (tmp_path / "metrics.json").exists()
 
 
-def test_safety_gate_fails_on_a_model_that_calls_poisonous_edible(workspace: Workspace, exported: dict, tmp_path: Path) -> None:
-    unsafe = make_unsafe_checkpoint(workspace.best, tmp_path / "models" / "unsafe.ckpt")
+def test_safety_gate_fails_on_a_model_that_calls_poisonous_edible(
+    workspace: Workspace, exported: dict, tmp_path: Path
+) -> None:
+    unsafe = workspace.unsafe_checkpoint(tmp_path / "models" / "unsafe.ckpt")
     proc = workspace.run("export.py", f"ckpt_path={unsafe}", root=tmp_path)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     err = proc.stderr.strip().splitlines()

@@ -432,3 +432,25 @@ def test_serve_config_file_matches_conf_and_builds_the_app() -> None:
         "name": "x",
         "autoscaling_config": {"min_replicas": 1},
     }
+
+
+def test_the_real_web_module_plugs_into_the_ingress(models: dict[str, Path], tmp_path: Path) -> None:
+    """serve/web.py (issue 7) as serve/app.py mounts it: its router, setup(ctx) and the static page."""
+    import importlib
+
+    web = importlib.import_module("serve.web")
+    client, ctx, _ = make_client(
+        models["one"],
+        [f"serve.model_dir={models['one']}", f"monitoring.feedback.dir={tmp_path / 'feedback'}"],
+        static_dir=ROOT / "serve" / "static",
+        routers=[web.router],
+        setups=[web.setup],
+    )
+    assert post(client, image_bytes()).status_code == 200
+    ctx.hooks.join()
+    assert client.get("/monitoring/drift").status_code in (200, 503)
+    assert client.get("/feedback").status_code == 200
+    assert "/feedback" in client.get("/openapi.json").json()["paths"]
+    if (ROOT / "serve" / "static" / "index.html").is_file():
+        assert client.get("/").headers["content-type"].startswith("text/html")
+    assert "mycolens_hook_errors_total 0.0" in client.get("/metrics").text

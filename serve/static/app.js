@@ -287,6 +287,7 @@
     } catch (e) { /* names fall back to ids */ }
   }
 
+  $("preview").addEventListener("error", () => { $("preview-box").hidden = true; }); // not a picture the browser shows
   $("camera").addEventListener("change", onPick);
   $("file").addEventListener("change", onPick);
   $("feedback-form").addEventListener("submit", sendFeedback);

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +156,9 @@ def compress(cfg: DictConfig, publish: bool = True) -> dict[str, Any]:
     )
     trainer = build_trainer(cfg, build_callbacks(cfg), build_loggers(cfg))
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    with warnings.catch_warnings():  # the frozen teacher is in eval mode on purpose
+        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+        trainer.fit(module, datamodule=datamodule)
     fit_s = time.perf_counter() - start
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best and Path(best).is_file():  # the best epoch by the callbacks' monitor (val/macro_f1), not the last

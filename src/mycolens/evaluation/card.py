@@ -57,7 +57,10 @@ def render_model_card(catalogue: Catalogue, metrics: dict[str, Any], meta: dict[
     variants: dict[str, dict[str, Any]] = metrics.get("variants", {})
     gate = metrics.get("safety_gate", {})
     title = f"{meta.get('name', 'mycolens')} {meta.get('version', '')}".strip()
-    latency_keys = sorted({k for v in variants.values() for k in v if k.startswith("latency_ms_batch")}, key=lambda k: int(k.rsplit("batch", 1)[1]))
+    latency_keys = sorted(
+        {k for v in variants.values() for k in v if k.startswith("latency_ms_batch")},
+        key=lambda k: int(k.rsplit("batch", 1)[1]),
+    )
     lines = [
         f"# Model card: {title}",
         "",
@@ -66,7 +69,7 @@ def render_model_card(catalogue: Catalogue, metrics: dict[str, Any], meta: dict[
         "## Intended use",
         "",
         "- Demonstrating an end-to-end, safety-first image classifier: species, edibility and a conservative verdict",
-        '  (`edible`, `do_not_eat`, `uncertain`) with its look-alikes, for teaching and research.',
+        "  (`edible`, `do_not_eat`, `uncertain`) with its look-alikes, for teaching and research.",
         "- Not for deciding what to eat, not for medical use, not for species outside the catalogue below.",
         "- The verdict abstains (`uncertain`) when the model is unsure or the photo looks unlike its training data;",
         "  treat `uncertain` and `do_not_eat` alike: do not eat.",
@@ -82,7 +85,7 @@ def render_model_card(catalogue: Catalogue, metrics: dict[str, Any], meta: dict[
             f"{_fmt(src.get('flops'), '{:,}')} FLOPs per image; FLOPs = 2 x multiply-accumulates)",
             f"- Input: {pre.get('image_size')} x {pre.get('image_size')} RGB, {pre.get('resize')}, scaled to 0-1, "
             f"normalised with mean {pre.get('mean')} and std {pre.get('std')}",
-            f"- Files: " + ", ".join(f"`{f['path']}` ({f['bytes']:,} bytes)" for f in meta.get("files", {}).values()),
+            "- Files: " + ", ".join(f"`{f['path']}` ({f['bytes']:,} bytes)" for f in meta.get("files", {}).values()),
             f"- int8: ONNX Runtime static quantization {meta.get('quantization', {})}",
             f"- Temperature (fitted on validation): {meta.get('temperature', 0):.3f}; OOD score: energy, threshold "
             f"{meta.get('ood', {}).get('threshold', 0):.3f} (keeps {meta.get('ood', {}).get('keep_in_distribution', 0):.0%} of validation images)",
@@ -106,7 +109,9 @@ def render_model_card(catalogue: Catalogue, metrics: dict[str, Any], meta: dict[
         f"{metrics.get('data', {}).get('ood_images', '?')} out-of-distribution images)",
         "",
     ]
-    header = ["variant"] + [c[1] for c in COLUMNS] + [f"ms/image @ batch {k.rsplit('batch', 1)[1]}" for k in latency_keys]
+    header = (
+        ["variant"] + [c[1] for c in COLUMNS] + [f"ms/image @ batch {k.rsplit('batch', 1)[1]}" for k in latency_keys]
+    )
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, v in variants.items():
         cells = [f"**{name}**" if name == served else name] + [_fmt(v.get(k), spec) for k, _, spec in COLUMNS]
@@ -146,6 +151,8 @@ def render_model_card(catalogue: Catalogue, metrics: dict[str, Any], meta: dict[
     return "\n".join(lines)
 
 
-def write_model_card(path: str | Path, catalogue: Catalogue, metrics: dict[str, Any], meta: dict[str, Any] | None = None) -> Path:
+def write_model_card(
+    path: str | Path, catalogue: Catalogue, metrics: dict[str, Any], meta: dict[str, Any] | None = None
+) -> Path:
     """Render and write the model card atomically."""
     return write_bytes_atomic(path, render_model_card(catalogue, metrics, meta).encode())

@@ -11,9 +11,10 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +80,17 @@ def load_torch_variant(name: str, path: Path, catalogue: Catalogue, batch_size: 
     size = int(hp.image_size)
     params, flops = count_params_flops(model.net, size)
     net = model.net.eval()
-    return Variant(name, "torch", path, size, list(hp.mean), list(hp.std), lambda x: torch_logits(net, x, batch_size), params, flops)
+    return Variant(
+        name,
+        "torch",
+        path,
+        size,
+        list(hp.mean),
+        list(hp.std),
+        lambda x: torch_logits(net, x, batch_size),
+        params,
+        flops,
+    )
 
 
 def load_onnx_variant(name: str, path: Path, catalogue: Catalogue, batch_size: int, threads: int) -> Variant:
@@ -226,7 +237,9 @@ def evaluate_variants(
     from mycolens.export.inputs import ImageCache
 
     if served not in variants:
-        raise UserError(f"the served variant {served!r} is not among the evaluated ones ({', '.join(variants)}); add it to evaluate.variants")
+        raise UserError(
+            f"the served variant {served!r} is not among the evaluated ones ({', '.join(variants)}); add it to evaluate.variants"
+        )
     missing = {n: Path(p) for n, p in variants.items() if not Path(p).is_file()}
     if missing:
         how = {".ckpt": "train/compress it first", ".onnx": "run `python scripts/export.py` first"}
@@ -287,7 +300,9 @@ def evaluate_variants(
         a = arrays[served]
         cm = M.confusion_matrix(a["labels"], a["preds"], catalogue.num_classes)
         plot_confusion(cm, catalogue, Path(plots_dir) / "confusion_matrix.png", f"{served}: test confusion matrix")
-        plot_reliability(a["probs_raw"], a["probs"], a["labels"], Path(plots_dir) / "reliability.png", s["temperature"], ece_bins)
+        plot_reliability(
+            a["probs_raw"], a["probs"], a["labels"], Path(plots_dir) / "reliability.png", s["temperature"], ece_bins
+        )
     if card_path:
         write_model_card(card_path, catalogue, report, served_meta)
     if model_metrics_path and served_meta is not None and Path(model_metrics_path).parent.is_dir():

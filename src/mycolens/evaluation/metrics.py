@@ -5,7 +5,7 @@ Names match DESIGN.md: accuracy, macro_f1, ece, unsafe_edible_rate, poison_cost,
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from mycolens.catalogue import Catalogue  # noqa: E402
-from mycolens.evaluation.metrics import dangerous_confusions, reliability  # noqa: E402
-from mycolens.utils.io import atomic_path  # noqa: E402
+from mycolens.catalogue import Catalogue
+from mycolens.evaluation.metrics import dangerous_confusions, reliability
+from mycolens.utils.io import atomic_path
 
 DANGER = "#d62728"
 
@@ -40,11 +40,20 @@ def plot_confusion(cm: np.ndarray, catalogue: Catalogue, path: str | Path, title
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, color=DANGER, alpha=alpha, linewidth=0))
             if cm[i, j]:
                 color = "white" if danger[i, j] or share[i, j] > 0.5 else "black"
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7, color=color, weight="bold" if danger[i, j] else "normal")
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color=color,
+                    weight="bold" if danger[i, j] else "normal",
+                )
     labels = [f"{s.common_name} ({s.edibility[0].upper()})" for s in catalogue.species]
     ax.set_xticks(range(n), labels, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(n), labels, fontsize=7)
-    for tick, s in zip(ax.get_yticklabels(), catalogue.species):
+    for tick, s in zip(ax.get_yticklabels(), catalogue.species, strict=True):
         tick.set_color(DANGER if s.dangerous else "black")
     ax.set_xlabel("predicted species")
     ax.set_ylabel("true species (red: poisonous/deadly)")
@@ -53,13 +62,21 @@ def plot_confusion(cm: np.ndarray, catalogue: Catalogue, path: str | Path, title
 
 
 def plot_reliability(
-    probs_before: np.ndarray, probs_after: np.ndarray, labels: np.ndarray, path: str | Path, temperature: float, bins: int = 15
+    probs_before: np.ndarray,
+    probs_after: np.ndarray,
+    labels: np.ndarray,
+    path: str | Path,
+    temperature: float,
+    bins: int = 15,
 ) -> Path:
     """Reliability diagrams before and after temperature scaling, side by side, with their ECE."""
     from mycolens.evaluation.metrics import ece
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharey=True)
-    for ax, probs, name in ((axes[0], probs_before, "before (T = 1)"), (axes[1], probs_after, f"after (T = {temperature:.2f})")):
+    for ax, probs, name in (
+        (axes[0], probs_before, "before (T = 1)"),
+        (axes[1], probs_after, f"after (T = {temperature:.2f})"),
+    ):
         r = reliability(probs, labels, bins)
         centers = (r["edges"][:-1] + r["edges"][1:]) / 2
         filled = r["count"] > 0

@@ -17,7 +17,9 @@ def load_checkpoint(path: str | Path) -> Any:
     """A MushroomClassifier from a teacher or compressed checkpoint, in eval mode on CPU."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"checkpoint not found: {path} (train with scripts/train.py, compress with scripts/compress.py)")
+        raise UserError(
+            f"checkpoint not found: {path} (train with scripts/train.py, compress with scripts/compress.py)"
+        )
     try:
         from mycolens.models.loading import load_classifier
     except ModuleNotFoundError as exc:  # before the compression stage exists only plain checkpoints load
@@ -49,7 +51,10 @@ def check_class_order(found: Catalogue, expected: Catalogue, what: str) -> None:
 def torch_logits(net: nn.Module, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """float32 logits of a float32 NCHW array, in batches."""
     net.eval()
-    out = [net(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))).float().numpy() for i in range(0, len(x), batch_size)]
+    out = [
+        net(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))).float().numpy()
+        for i in range(0, len(x), batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -40,7 +40,9 @@ class ImageCache:
         self.shards_dir = shards_dir
         self._cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
-    def get(self, split: str, image_size: int, mean: Sequence[float], std: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    def get(
+        self, split: str, image_size: int, mean: Sequence[float], std: Sequence[float]
+    ) -> tuple[np.ndarray, np.ndarray]:
         key = (split, int(image_size), tuple(map(float, mean)), tuple(map(float, std)))
         if key not in self._cache:
             self._cache[key] = load_images(self.shards_dir, split, image_size, mean, std)

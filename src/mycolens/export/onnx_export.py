@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ def quiet_loggers(names: tuple[str, ...] = CHATTY_LOGGERS, level: int = logging.
     try:
         yield
     finally:
-        for lg, lvl in zip(loggers, before):
+        for lg, lvl in zip(loggers, before, strict=True):
             lg.setLevel(lvl)
 
 
@@ -63,7 +64,10 @@ def session(path: str | Path, threads: int = 0) -> Any:
 def onnx_logits(sess: Any, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """float32 logits of a float32 NCHW array from an ORT session, in batches."""
     name = sess.get_inputs()[0].name
-    out = [sess.run(None, {name: np.ascontiguousarray(x[i : i + batch_size], np.float32)})[0] for i in range(0, len(x), batch_size)]
+    out = [
+        sess.run(None, {name: np.ascontiguousarray(x[i : i + batch_size], np.float32)})[0]
+        for i in range(0, len(x), batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 

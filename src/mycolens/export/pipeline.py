@@ -95,10 +95,14 @@ def check_writable(out_dir: Path) -> None:
         parent = parent.parent
     for folder in (parent, out_dir):
         if folder.exists() and not os.access(folder, os.W_OK):
-            raise UserError(f"cannot write the model folder {out_dir}: {folder} is read-only (make it writable or set export.output_dir=...)")
+            raise UserError(
+                f"cannot write the model folder {out_dir}: {folder} is read-only (make it writable or set export.output_dir=...)"
+            )
 
 
-def gate_rate(logits: np.ndarray, labels: np.ndarray, temperature: float, rule: VerdictRule, dangerous: list[bool]) -> float:
+def gate_rate(
+    logits: np.ndarray, labels: np.ndarray, temperature: float, rule: VerdictRule, dangerous: list[bool]
+) -> float:
     """unsafe_edible_rate of logits under the calibrated rule (energy OOD score included)."""
     verdicts = decide(softmax(logits, temperature), dangerous, rule, energy_score(logits))
     return unsafe_edible_rate(verdicts, labels, dangerous)

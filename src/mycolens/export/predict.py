@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,9 @@ def collect_images(path: str | Path) -> list[Path]:
     return sorted(
         p
         for p in path.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
     )
 
 
@@ -56,7 +59,7 @@ def predict_files(
     def flush() -> None:
         if pending:
             batch = np.stack([x for _, x in pending])
-            for (i, _), answer in zip(pending, model.answer(batch, top_k=top_k)):
+            for (i, _), answer in zip(pending, model.answer(batch, top_k=top_k), strict=True):
                 records[i].update(answer)
             pending.clear()
 

@@ -76,7 +76,12 @@ def resolve_settings(
     if not hasattr(CalibrationMethod, calibrate_method):
         raise ValueError(f"unknown calibrate_method {calibrate_method!r}; use MinMax, Entropy or Percentile")
     return QuantSettings(
-        str(activation_type), str(weight_type), bool(reduce_range), bool(per_channel), str(calibrate_method), int(calibration_images)
+        str(activation_type),
+        str(weight_type),
+        bool(reduce_range),
+        bool(per_channel),
+        str(calibrate_method),
+        int(calibration_images),
     )
 
 
@@ -98,7 +103,9 @@ class ImageReader(CalibrationDataReader):
         self.pos = 0
 
 
-def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: np.ndarray, settings: QuantSettings, batch_size: int = 32) -> Path:
+def quantize_int8(
+    fp32_path: str | Path, out_path: str | Path, calibration: np.ndarray, settings: QuantSettings, batch_size: int = 32
+) -> Path:
     """quant_pre_process then quantize_static (QDQ) of `fp32_path` into `out_path` (one self-contained file)."""
     out_path = Path(out_path)
     if len(calibration) == 0:

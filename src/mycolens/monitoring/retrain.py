@@ -1,0 +1,144 @@
+"""Retraining on feedback: the current shards plus the feedback photos as one ingest folder, and the gated promotion.
+
+`make retrain` runs (see /work/notes/RETRAIN.md):
+    python -m mycolens.monitoring.retrain prepare --shards data/shards --feedback feedback --out data/retrain
+    python scripts/ingest.py source=data/retrain data.csv=labels.csv data.ingest.ood_source=data/retrain/ood
+    python -m mycolens.monitoring.retrain archive --out data/retrain --to data/feedback-used
+    ... train, compress, export and evaluate into a candidate folder ...
+    python -m mycolens.monitoring.retrain promote --candidate models/candidate --target models/export
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from mycolens.data.shards import read_manifest, read_split
+from mycolens.inference.onnx_model import VARIANTS, ModelRefused, verify_model_dir
+from mycolens.utils.io import atomic_dir
+
+CSV_NAME = "labels.csv"
+USED_NAME = "feedback_files.json"
+
+
+def prepare_retrain_source(shards_dir: str | Path, feedback_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """Write out_dir/{data,feedback,ood}/ and labels.csv (path,label,observation); observations keep their ids."""
+    read_manifest(shards_dir)  # a clear error when there are no shards
+    feedback_dir = Path(feedback_dir)
+    rows: list[tuple[str, str, str]] = []
+    used: list[str] = []
+    counts = {"data": 0, "ood": 0, "feedback": 0}
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "ood").mkdir()
+        for split in ("train", "val", "test", "ood"):
+            table = read_split(shards_dir, split, columns=["image", "species", "specimen", "sha256"]).to_pylist()
+            for r in table:
+                if split == "ood":
+                    _write(tmp / "ood" / f"{r['sha256']}.jpg", r["image"])
+                    counts["ood"] += 1
+                    continue
+                rel = f"data/{r['species']}/{r['sha256']}.jpg"
+                _write(tmp / rel, r["image"])
+                rows.append((rel, r["species"], r["specimen"]))
+                counts["data"] += 1
+        if feedback_dir.is_dir():
+            for path in sorted(feedback_dir.glob("*/*.jpg")):
+                if not path.is_file() or path.is_symlink():
+                    continue
+                rel = f"feedback/{path.parent.name}/{path.name}"
+                _write(tmp / rel, path.read_bytes())
+                rows.append((rel, path.parent.name, f"feedback/{path.stem}"))  # stable id: one find, one split
+                used.append(f"{path.parent.name}/{path.name}")
+                counts["feedback"] += 1
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["path", "label", "observation"])
+        writer.writerows(sorted(rows))
+        (tmp / CSV_NAME).write_text(buf.getvalue())
+        (tmp / USED_NAME).write_text(json.dumps({"feedback_dir": str(feedback_dir), "files": used}, indent=2) + "\n")
+    return {**counts, "csv": str(Path(out_dir) / CSV_NAME)}
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def archive_feedback(out_dir: str | Path, archive_dir: str | Path) -> int:
+    """Move the feedback photos that went into the last prepared source to `archive_dir` (later ones stay)."""
+    info = json.loads((Path(out_dir) / USED_NAME).read_text())
+    src, moved = Path(info["feedback_dir"]), 0
+    for rel in info["files"]:
+        if (src / rel).is_file():
+            target = Path(archive_dir) / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(src / rel), target)
+            moved += 1
+    return moved
+
+
+def promote_model(candidate: str | Path, target: str | Path, variants: tuple[str, ...] = VARIANTS) -> Path:
+    """Replace `target` by `candidate` only if every variant passes the hash and safety-gate checks (ModelRefused if not).
+
+    The replaced folder is kept as `<target>.previous`.
+    """
+    candidate, target = Path(candidate), Path(target)
+    for variant in variants:
+        verify_model_dir(candidate, variant)
+    previous = target.with_name(target.name + ".previous")
+    if previous.exists():
+        shutil.rmtree(previous)
+    if target.exists():
+        os.replace(target, previous)
+    os.replace(candidate, target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line for the Makefile's retrain target: prepare | archive | promote."""
+    parser = argparse.ArgumentParser(prog="python -m mycolens.monitoring.retrain", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prepare", help="shards + feedback -> one ingest folder with labels.csv")
+    p.add_argument("--shards", required=True)
+    p.add_argument("--feedback", required=True)
+    p.add_argument("--out", required=True)
+    a = sub.add_parser("archive", help="move the feedback photos used by the last prepare out of the feedback folder")
+    a.add_argument("--out", required=True)
+    a.add_argument("--to", required=True)
+    m = sub.add_parser("promote", help="replace the served model folder if the candidate passes the safety gate")
+    m.add_argument("--candidate", required=True)
+    m.add_argument("--target", required=True)
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "prepare":
+            counts = prepare_retrain_source(args.shards, args.feedback, args.out)
+            print(
+                f"retrain source: {counts['data']} photos from the shards, {counts['feedback']} from feedback, "
+                f"{counts['ood']} ood; ingest with source={args.out} data.csv={CSV_NAME}"
+            )
+            if counts["feedback"] == 0:
+                print("note: no feedback photos yet; retraining on the current data only")
+        elif args.cmd == "archive":
+            print(f"archived {archive_feedback(args.out, args.to)} feedback photos to {args.to}")
+        else:
+            print(
+                f"promoted {args.candidate} -> {promote_model(args.candidate, args.target)} (previous kept beside it)"
+            )
+    except ModelRefused as exc:
+        print(f"error: the candidate model is refused, the served model stays: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

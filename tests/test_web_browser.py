@@ -1,0 +1,328 @@
+"""The web page, drift monitoring and feedback through the real Ray Serve app, driven by Debian's Chromium.
+
+Playwright (Python) launches /usr/bin/chromium headless (never a downloaded browser). Screenshots of the
+rendered results are saved in each test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from mycolens.catalogue import load_catalogue
+from mycolens.data.generate import generate_dataset
+from mycolens.data.shards import read_split
+from mycolens.inference.onnx_model import OnnxClassifier
+from mycolens.monitoring.reference import write_reference
+from serve.app import load_serve_config
+from tests.serve_fixtures import (
+    free_port,
+    make_model_dir,
+    model_version,
+    serve_run_config,
+    start_ray,
+    wait_ready,
+    write_serve_config,
+)
+
+pytestmark = pytest.mark.slow
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+PROXY = os.environ.get("MYCOLENS_TEST_PROXY") or load_serve_config([])["proxy"]
+FEEDBACK_MAX_BYTES = 300_000
+
+
+@dataclass
+class Served:
+    base: str
+    model_dir: Path
+    feedback: Path
+    photos: list[bytes]  # encoded test-split photos (in distribution)
+    photo_file: Path  # one of them on disk, for the page's file input
+
+
+def encode(img: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """Synthetic shards, a tiny model folder with its reference.json, served by `serve run` on Ray (2 CPUs)."""
+    import ray
+    from ray import serve
+
+    tmp = tmp_path_factory.mktemp("web")
+    generate_dataset(
+        tmp / "shards",
+        load_catalogue(),
+        image_size=32,
+        specimens_per_class=24,
+        photos_per_specimen=3,
+        difficulty=1.0,
+        ood_images=0,
+        splits={"train": 0.5, "val": 0.25, "test": 0.25},
+        seed=3,
+        workers=1,
+        jpeg_quality=90,
+        rows_per_file=5000,
+    )
+    model_dir = make_model_dir(tmp)
+    write_reference(tmp / "shards", model_dir / "reference.json", classifier=OnnxClassifier.load(model_dir, "fp32"))
+    photos = [b.as_py() for b in read_split(tmp / "shards", "test", ["image"]).column("image")]
+    photo_file = tmp / "mushroom.jpg"
+    photo_file.write_bytes(photos[0])
+    feedback = tmp / "feedback"
+    overrides = [
+        f"serve.model_dir={model_dir}",
+        "serve.variant=fp32",
+        "serve.model.ray_actor_options.num_cpus=0.5",
+        "serve.ingress.ray_actor_options.num_cpus=0.25",
+        "serve.limits.max_body_bytes=2000000",
+        "monitoring.window=300",
+        f"monitoring.feedback.dir={feedback}",
+        f"monitoring.feedback.max_bytes={FEEDBACK_MAX_BYTES}",
+    ]
+    # HAProxy's stats and metrics listeners have fixed default ports: free ones, so a second Serve can run beside
+    ports = {"RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()), "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port())}
+    saved = {k: os.environ.get(k) for k in ports}
+    os.environ.update(ports)
+    start_ray(PROXY)
+    port = free_port()
+    config = write_serve_config(tmp / "serve.yaml", port, overrides, {"model_dir": str(model_dir), "variant": "fp32"})
+    gcs = ray.get_runtime_context().gcs_address
+    try:
+        proc = serve_run_config(config, gcs)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(base, version=model_version(model_dir))
+        yield Served(base, model_dir, feedback, photos, photo_file)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def open_page(browser, served: Served, width: int = 1280, height: int = 900):
+    """A fresh page on the app; every request it makes is recorded (to prove nothing leaves the server)."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(served.base + "/")
+    page.wait_for_load_state("networkidle")
+    return page, requests
+
+
+def upload_and_wait(page, path_or_file) -> None:
+    page.get_by_label("Choose a photo").set_input_files(path_or_file)
+    page.wait_for_selector("#result:not([hidden]), #error:not([hidden])", timeout=30_000)
+
+
+def percent(p: float) -> str:
+    v = 100 * p
+    return "<0.1%" if 0 < v < 0.1 else ("99.9" if 99.95 <= v < 100 else f"{v:.1f}") + "%"
+
+
+# ------------------------------------------------------------------ the page
+
+
+def test_page_shows_the_api_answer_with_an_unmistakable_verdict(browser, served, tmp_path):
+    page, requests = open_page(browser, served)
+    assert page.title().startswith("mycolens")
+    note = page.get_by_role("note", name="Safety note")
+    assert note.is_visible() and "never eat a mushroom on an app's word" in note.inner_text().lower()
+    assert page.locator("#camera").get_attribute("accept") == "image/*"
+    assert page.locator("#camera").get_attribute("capture") == "environment"
+
+    upload_and_wait(page, served.photo_file)
+    assert page.locator("#error").is_hidden()
+    with httpx.Client(base_url=served.base, timeout=30) as c:
+        files = {"file": ("mushroom.jpg", served.photo_file.read_bytes(), "image/jpeg")}
+        api = c.post("/predict?top_k=5", files=files).json()
+        classes = {k["id"]: k for k in c.get("/model").json()["classes"]}
+
+    assert page.locator("#common-name").get_attribute("data-species") == api["species"]
+    assert page.locator("#common-name").inner_text() == api["common_name"]
+    assert classes[api["species"]]["scientific_name"] in page.locator("#scientific-name").inner_text()
+    verdict = page.locator("#verdict")
+    assert verdict.get_attribute("data-verdict") == api["verdict"]
+    words = {"edible": "edible species", "do_not_eat": "DO NOT EAT", "uncertain": "uncertain \u2014 do not eat"}
+    assert page.locator("#verdict-label").inner_text() == "Verdict: " + words[api["verdict"]]  # words, not colour alone
+    assert page.locator("#confidence").inner_text() == percent(api["confidence"])
+    assert page.locator("#poison").inner_text() == percent(api["poisonous_probability"])
+    rows = page.locator("#topk-body tr")
+    assert rows.count() == len(api["top_k"]) == 5
+    for i, t in enumerate(api["top_k"]):
+        cells = rows.nth(i)
+        assert cells.locator("th").inner_text().startswith(classes[t["species"]]["common_name"])
+        assert cells.locator("td").nth(0).inner_text() == percent(t["probability"])
+        assert cells.locator("td").nth(1).inner_text().endswith(t["edibility"])
+    warning = page.get_by_role("note", name="Look-alike warning")
+    if api["lookalikes"]:
+        for look in api["lookalikes"]:
+            assert look["common_name"] in warning.inner_text() and look["edibility"] in warning.inner_text()
+    assert page.evaluate("document.activeElement.id") == "result-title"  # focus moves to the answer
+    assert note.is_visible()
+    assert all(u.startswith(served.base) or u.startswith(("blob:", "data:")) for u in requests), requests
+    page.screenshot(path=str(tmp_path / "result-desktop.png"), full_page=True)
+    page.close()
+
+
+def test_a_non_image_gets_a_readable_error(browser, served, tmp_path):
+    page, _ = open_page(browser, served)
+    upload_and_wait(
+        page, {"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"shopping list, not a photo\n" * 20}
+    )
+    alert = page.get_by_role("alert")
+    assert alert.is_visible() and page.locator("#result").is_hidden()
+    text = alert.inner_text()
+    assert "not a photo the server can read" in text and "not an image" in text
+    page.screenshot(path=str(tmp_path / "error-not-image.png"), full_page=True)
+
+    big = Image.fromarray(np.random.default_rng(0).integers(0, 256, (1000, 1000, 3), dtype=np.uint8))
+    upload_and_wait(page, {"name": "big.png", "mimeType": "image/png", "buffer": encode(big, "PNG")})  # ~3 MB > 2 MB
+    assert page.locator("#error").is_visible() and "too large" in page.get_by_role("alert").inner_text()
+    page.screenshot(path=str(tmp_path / "error-too-large.png"), full_page=True)
+    page.close()
+
+
+def test_narrow_phone_layout(browser, served, tmp_path):
+    page, _ = open_page(browser, served, width=390, height=844)
+    upload_and_wait(page, served.photo_file)
+    assert page.locator("#result").is_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+    for sel in ("#verdict", ".topk", "#disclaimer", "label[for=camera]", "label[for=file]"):
+        box = page.locator(sel).bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, (sel, box)
+    assert page.locator("label[for=camera]").bounding_box()["height"] >= 44  # a thumb-sized target
+    page.screenshot(path=str(tmp_path / "result-narrow.png"), full_page=True)
+    page.close()
+
+
+def test_keyboard_and_screen_reader_basics(browser, served):
+    page, _ = open_page(browser, served)
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "camera"  # the hidden input itself takes focus
+    assert page.evaluate("getComputedStyle(document.querySelector('label[for=camera]')).outlineStyle") != "none"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "file"
+    assert page.get_by_label("Take a photo").count() == 1 and page.get_by_label("Choose a photo").count() == 1
+    assert page.locator("#status").get_attribute("role") == "status"
+    assert page.locator("html").get_attribute("lang") == "en"
+    page.close()
+
+
+def test_feedback_from_the_page_is_opt_in_and_lands_in_the_folder(browser, served):
+    page, _ = open_page(browser, served)
+    upload_and_wait(page, served.photo_file)
+    assert page.locator("#feedback").is_visible()
+    page.get_by_label("The species it really was").select_option("amanita_phalloides")
+    page.get_by_role("button", name="Send the correction").click()
+    assert "Tick the box" in page.locator("#feedback-status").inner_text()
+    assert not served.feedback.exists() or not any(served.feedback.rglob("*.jpg"))
+
+    page.get_by_label("I agree that this photo is stored to train a future model.").check()
+    page.get_by_role("button", name="Send the correction").click()
+    page.wait_for_function("document.getElementById('feedback-status').textContent.startsWith('Thank you')")
+    stored = sorted(served.feedback.rglob("*.jpg"))
+    assert [p.parent.name for p in stored] == ["amanita_phalloides"] and len(stored[0].stem) == 64
+    page.close()
+
+
+# ------------------------------------------------------------------ drift and feedback over HTTP
+
+
+def wait_window(client: httpx.Client, size: int, timeout: float = 60) -> dict:
+    """The drift report once the hook thread has observed `size` requests (the window holds at most 300)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        report = client.get("/monitoring/drift").json()
+        if report["window_size"] >= min(size, report["window"]) or time.monotonic() > deadline:
+            return report
+        time.sleep(0.2)
+
+
+def test_served_drift_stays_quiet_in_distribution_and_flags_darkened_photos(served):
+    with httpx.Client(base_url=served.base, timeout=30) as c:
+        seen = c.get("/monitoring/drift").json()["window_size"]  # pages above already sent a few photos
+        for data in served.photos:
+            assert c.post("/predict", files={"file": ("p.jpg", data, "image/jpeg")}).status_code == 200
+        report = wait_window(c, seen + len(served.photos))
+        assert report["status"] == "ok" and report["drifted"] is False, report["features"]
+        assert set(report["features"]) >= {"brightness", "log_pixels", "predicted_class", "confidence"}
+        assert report["features"]["log_pixels"]["samples"] == report["window_size"]  # the photo size reaches the hook
+
+        for data in served.photos:
+            dark = Image.fromarray((np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) * 0.5).astype(np.uint8))
+            assert c.post("/predict", files={"file": ("d.png", encode(dark), "image/png")}).status_code == 200
+        deadline = time.monotonic() + 60
+        while not (report := c.get("/monitoring/drift").json())["drifted"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert report["window_size"] == 300
+        drifted = set(report["drifted_features"])
+        assert {"brightness", "red", "green", "blue"} <= drifted and not drifted & {"log_pixels", "aspect_ratio"}, (
+            drifted
+        )
+        metrics = c.get("/metrics").text
+        assert 'mycolens_drift_drifted{feature="brightness"} 1.0' in metrics
+        assert 'mycolens_drift_drifted{feature="log_pixels"} 0.0' in metrics
+        assert "mycolens_drift_window_size 300.0" in metrics
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "code"),
+    [
+        ("unknown_species", 422, "unknown_species"),
+        ("oversized_body", 413, "too_large"),
+        ("not_an_image", 400, "not_image"),
+        ("crafted_file_name", 400, "bad_filename"),
+    ],
+)
+def test_served_feedback_refusals(served, case, status, code):
+    before = sorted(served.feedback.rglob("*")) if served.feedback.exists() else []
+    photo = served.photos[1]
+    form = {"species": "boletus_edulis"}
+    files = {"file": ("p.jpg", photo, "image/jpeg")}
+    if case == "unknown_species":
+        form = {"species": "../../boletus_edulis"}
+    elif case == "oversized_body":
+        files = {"file": ("p.jpg", b"\xff\xd8" + b"\0" * (FEEDBACK_MAX_BYTES + 100_000), "image/jpeg")}
+    elif case == "not_an_image":
+        files = {"file": ("p.jpg", b"plain text " * 100, "image/jpeg")}
+    else:
+        files = {"file": ("../../../../etc/cron.d/evil.jpg", photo, "image/jpeg")}
+    r = httpx.post(f"{served.base}/feedback", data=form, files=files, timeout=30)
+    assert r.status_code == status, r.text
+    assert set(r.json()) == {"error"} and r.json()["error"]["code"] == code and r.json()["error"]["message"]
+    assert (sorted(served.feedback.rglob("*")) if served.feedback.exists() else []) == before
