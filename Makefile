@@ -53,3 +53,33 @@ format: venv
 
 clean:
 	rm -rf logs outputs multirun .pytest_cache .ruff_cache
+
+## serve: the Ray Serve app on http://127.0.0.1:8000 (PROXY=haproxy for Serve's faster HAProxy front)
+PROXY ?= python
+serve: venv
+	RAY_SERVE_ENABLE_HA_PROXY=$(if $(filter haproxy,$(PROXY)),1,0) $(VENV)/bin/serve run serve/config.yaml
+
+## predict: offline answer for an image or a folder (IMG=path), no server
+predict: venv
+	$(PY) scripts/predict.py path=$(IMG)
+
+## bench: the performance benchmarks (each prints one JSON line last)
+bench: venv
+	$(PY) benchmarks/compression.py
+	$(PY) benchmarks/serve_throughput.py
+	$(PY) benchmarks/ray_overhead.py
+
+## retrain: ingest the feedback photos beside the current data, retrain, promote only past the safety gate
+FEEDBACK ?= feedback
+CANDIDATE := models/candidate
+retrain: venv
+	$(PY) -m mycolens.monitoring.retrain prepare --shards data/shards --feedback $(FEEDBACK) --out data/retrain
+	$(PY) scripts/ingest.py source=data/retrain data.csv=labels.csv data.ingest.ood_source=data/retrain/ood
+	$(PY) -m mycolens.monitoring.retrain archive --out data/retrain --to data/feedback-used
+	$(PY) scripts/train.py
+	$(PY) scripts/compress.py
+	rm -rf $(CANDIDATE)
+	$(PY) scripts/export.py paths.export_dir=$(CANDIDATE)
+	$(PY) scripts/evaluate.py paths.export_dir=$(CANDIDATE) paths.reports_dir=reports/candidate
+	$(PY) -m mycolens.monitoring.retrain promote --candidate $(CANDIDATE) --target models/export
+	@echo "promoted; a running server picks it up with: serve deploy serve/config.yaml (or POST /admin/reload)"

@@ -250,6 +250,7 @@ def test_ddp_compress_on_two_cpu_processes(tmp_path, tiny_shards, trained_teache
             str(ROOT / "scripts/compress.py"),
             "trainer=ddp",
             "trainer.devices=2",
+            "trainer.sync_batchnorm=false",  # torch's DDP refuses SyncBatchNorm on CPU (conf/trainer/ddp.yaml sets it)
             "compress.max_epochs=2",
             *TINY_DATA,
             f"paths.shards_dir={tiny_shards}",

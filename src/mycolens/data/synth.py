@@ -181,11 +181,12 @@ def _stem_geometry(sp: dict[str, Any], rng: np.random.Generator) -> None:
     if stem == "tapered":
         hs, wt, wb = _u(rng, 0.7, 1.15), sp.get("w0", 0.2), _u(rng, 0.08, 0.12)
     elif stem == "tall_banded":
-        hs, wt = _u(rng, 1.8, 2.4), _u(rng, 0.075, 0.1)
+        hs, wt = _u(rng, 1.8, 2.4), _u(rng, 0.085, 0.11)
         wb = wt * _u(rng, 1.1, 1.25)
     elif stem == "stout":
         base_r = sp.get("r0", 0.6) or 0.6
-        hs, wt = _u(rng, 0.75, 1.2), min(0.75, max(0.4, base_r * _u(rng, 0.7, 0.85)))
+        hs = _u(rng, 0.75, 1.2)
+        wt = base_r * _u(rng, 0.7, 0.85) if sp["cap"] == "conical" else _u(rng, 0.35, 0.5)
         wb = wt * _u(rng, 1.0, 1.15)
     elif stem == "bulbous_net":
         hs, wt = _u(rng, 1.0, 1.45), _u(rng, 0.22, 0.3)
@@ -774,7 +775,7 @@ def _finish(canvas: np.ndarray, rng: np.random.Generator, size: int, d: float, s
     if rng.random() < 0.45 * d + 0.1:
         n = _noise(rng, R, int(rng.integers(3, 7)), 2)
         thr = _u(rng, 0.4, 0.6)
-        shade = 1.0 - _u(rng, 0.25, 0.5) * np.clip((n - thr) / 0.08 + 0.5, 0, 1)
+        shade = 1.0 - _u(rng, 0.2, 0.4) * np.clip((n - thr) / 0.25 + 0.5, 0, 1)
         img = img * shade[..., None]
     temp = rng.normal(0, 0.05 + 0.06 * d)
     tint = rng.normal(0, 0.02 + 0.02 * d)

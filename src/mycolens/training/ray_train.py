@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import seed_everything
+from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
@@ -31,6 +31,7 @@ from mycolens.training.run import (
     evaluate_checkpoint,
     publish_results,
 )
+from mycolens.utils.io import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,25 @@ def checkpoint_monitor(cfg: Mapping[str, Any]) -> tuple[str, str]:
     """(metric, mode) that ranks checkpoints: the ModelCheckpoint's monitor if configured, else val/macro_f1 max."""
     mc = (cfg.get("callbacks") or {}).get("model_checkpoint") or {}
     return str(mc.get("monitor") or "val/macro_f1"), str(mc.get("mode") or "max")
+
+
+class EpochTimer(Callback):
+    """Wall seconds of every training epoch, start to next start (checkpointing and reporting count), as JSON at `path`.
+
+    Add it as `+callbacks.epoch_timer={_target_: mycolens.training.ray_train.EpochTimer, path: ...}`; rank 0 writes.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.starts: list[float] = []
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.starts.append(time.perf_counter())
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        ends = [*self.starts[1:], time.perf_counter()]
+        if trainer.is_global_zero:
+            write_json_atomic(self.path, {"epoch_seconds": [e - s for s, e in zip(self.starts, ends, strict=True)]})
 
 
 def worker_loop(config: dict[str, Any]) -> dict[str, Any]:
