@@ -20,7 +20,9 @@ def contact_sheet(shards_dir: str | Path, split: str, out_png: str | Path, per_c
     table.sort(key=lambda r: (r["label"], r["specimen"], r["sha256"]))
     names = {i: c["common_name"] for i, c in enumerate(manifest["catalogue"]["classes"])}
     if split == "ood":
-        rows = [("not a mushroom", table[i : i + per_class]) for i in range(0, min(len(table), 4 * per_class), per_class)]
+        rows = [
+            ("not a mushroom", table[i : i + per_class]) for i in range(0, min(len(table), 4 * per_class), per_class)
+        ]
     else:
         rows = [(names[lab], [r for r in table if r["label"] == lab][:per_class]) for lab in sorted(names)]
     sheet = Image.new("RGB", (LABEL_W + per_class * tile, max(len(rows), 1) * tile), (250, 250, 248))

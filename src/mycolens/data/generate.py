@@ -114,7 +114,9 @@ def generate_dataset(
         for k in range(int(specimens_per_class))
     ]
     rows = [r for chunk in _run(_specimen_rows, tasks, int(workers), "synthetic photos") for r in chunk]
-    ood_tasks = [(seed, i, min(i + OOD_PER_TASK, ood_images), size, quality) for i in range(0, ood_images, OOD_PER_TASK)]
+    ood_tasks = [
+        (seed, i, min(i + OOD_PER_TASK, ood_images), size, quality) for i in range(0, ood_images, OOD_PER_TASK)
+    ]
     ood = [r for chunk in _run(_ood_rows, ood_tasks, int(workers), "ood images") for r in chunk]
 
     assignment = grouped_split([r["specimen"] for r in rows], [r["label"] for r in rows], fractions, seed)
@@ -137,4 +139,6 @@ def generate_dataset(
         "jpeg_quality": quality,
         "jpeg_subsampling": "4:4:4",
     }
-    return write_shards(out_dir, rows_by_split, catalogue, params=params, mean_std=mean_std, rows_per_file=rows_per_file)
+    return write_shards(
+        out_dir, rows_by_split, catalogue, params=params, mean_std=mean_std, rows_per_file=rows_per_file
+    )

@@ -21,7 +21,20 @@ STEMS = ("tapered", "tall_banded", "stout", "bulbous_net", "plain")
 SPOTS = ("none", "scales", "warts")
 TEXTURES = ("smooth", "scaly", "honeycomb", "brain", "cracked")
 BACKGROUNDS = ("forest", "needles", "grass", "moss")
-OOD_KINDS = ("texture", "sky", "leaves", "grass", "moss", "stones", "shapes", "noise", "bare", "bark", "stripes", "plain")
+OOD_KINDS = (
+    "texture",
+    "sky",
+    "leaves",
+    "grass",
+    "moss",
+    "stones",
+    "shapes",
+    "noise",
+    "bare",
+    "bark",
+    "stripes",
+    "plain",
+)
 
 _CHOICES = {"cap": CAPS, "underside": UNDERSIDES, "stem": STEMS, "spots": SPOTS, "texture": TEXTURES}
 _REQUIRED_RANGES = ("cap_hue", "cap_sat", "cap_val", "stem_hue")
@@ -143,7 +156,7 @@ def _cap_geometry(sp: dict[str, Any], rng: np.random.Generator) -> None:
     cap = sp["cap"]
     sp["a"], sp["umbo"], sp["egg"], sp["lobes"] = 1.0, None, 0.0, None
     if cap == "funnel":
-        sp["w0"], sp["hf"] = _u(rng, 0.15, 0.22), _u(rng, 0.55, 0.8)
+        sp["w0"], sp["hf"] = _u(rng, 0.15, 0.22), _u(rng, 0.65, 0.85)  # k_f <= 1.52 keeps the ray quadratic well posed
         sp["k_f"] = math.sqrt(1.0 - sp["w0"] ** 2) / sp["hf"]
         sp["wave_amp"], sp["wave_k"] = _u(rng, 0.03, 0.08), int(rng.integers(3, 7))
         sp["c"], sp["z0"], sp["cap_top"] = 0.0, 0.0, 0.08
@@ -746,7 +759,8 @@ def _background(rng: np.random.Generator, R: int, d: float, kind: str | None = N
         far = _hsv(_u(rng, 0.08, 0.35), _u(rng, 0.2, 0.6), _u(rng, 0.1, 0.45))
         far_img = far * (0.5 + 1.0 * _noise(rng, R, int(rng.integers(2, 6)), 2)[..., None])
         if rng.random() < 0.5:
-            far_img = far_img + 0.35 * (_noise(rng, R, 5, 1) > 0.7)[..., None] * _hsv(_u(rng, 0.1, 0.2), 0.3, 1.0)
+            glow = np.clip((_noise(rng, R, 5, 1) - 0.55) / 0.2, 0, 1)[..., None]  # light through the canopy
+            far_img = far_img + 0.35 * glow * _hsv(_u(rng, 0.1, 0.2), 0.3, 1.0)
         ys = np.arange(R, dtype=F32)[:, None, None]
         t = np.clip((ys - hz) / (0.08 * R), 0, 1)
         out = far_img * (1 - t) + out * t
@@ -933,7 +947,10 @@ def render_ood(rng: np.random.Generator, size: int, difficulty: float = 1.0) -> 
         yy, xx = np.mgrid[0:R, 0:R].astype(F32) / R
         a = _u(rng, 0, math.pi)
         s = 0.5 + 0.5 * np.sin((xx * math.cos(a) + yy * math.sin(a)) * _u(rng, 6, 40))
-        c1, c2 = _hsv(_u(rng, 0, 1), _u(rng, 0, 1), _u(rng, 0.2, 1)), _hsv(_u(rng, 0, 1), _u(rng, 0, 1), _u(rng, 0.2, 1))
+        c1, c2 = (
+            _hsv(_u(rng, 0, 1), _u(rng, 0, 1), _u(rng, 0.2, 1)),
+            _hsv(_u(rng, 0, 1), _u(rng, 0, 1), _u(rng, 0.2, 1)),
+        )
         img = c1 * s[..., None] + c2 * (1 - s[..., None])
     else:  # plain: a flat colour with a gentle gradient
         c = _hsv(_u(rng, 0, 1), _u(rng, 0, 0.8), _u(rng, 0.1, 1))
