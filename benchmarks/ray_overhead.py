@@ -2,7 +2,8 @@
 
     python benchmarks/ray_overhead.py [--shards data/shards] [--epochs 4] [--sweep-trials 4]
 
-Without --shards it draws a small synthetic set into a temp folder. Epoch time = start of one training epoch to the
+Without --shards it draws a small synthetic set into a temp folder. Both runs use --threads torch threads (1 by
+default: on a small shared machine one thread per process is fastest). Epoch time = start of one training epoch to the
 start of the next (validation, checkpointing and reporting included); the fastest epoch after the first of each
 run counts, and plain Lightning runs before and after Ray Train, so load from other processes hurts neither side.
 The last line is one JSON object: `ray_train_over_plain` = plain epoch seconds / Ray Train epoch seconds, i.e.
@@ -95,7 +96,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--sweep-trials", type=int, default=4)
     ap.add_argument("--sweep-epochs", type=int, default=2)
-    ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="local Ray CPUs = threads of both runs")
+    ap.add_argument(
+        "--cpus", type=int, default=os.cpu_count() or 2, help="CPUs of the local Ray (sweep trials use 1 each)"
+    )
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads of the plain run = CPUs of the Ray Train worker"
+    )
     args = ap.parse_args()
 
     import ray
@@ -108,7 +114,7 @@ def main() -> None:
     from mycolens.tuning.space import is_sweep_override
     from mycolens.tuning.sweep import run_sweep
 
-    torch.set_num_threads(args.cpus)
+    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="ray_overhead_") as d:
         tmp = Path(d)
         shards = args.shards or make_shards(tmp / "shards", args.image_size, args.specimens, args.photos, seed=3)
@@ -136,7 +142,7 @@ def main() -> None:
                 *overrides(tmp, shards, args.image_size, args.epochs, ray_timer),
                 "trainer=ray",
                 "trainer.num_workers=1",
-                f"trainer.resources_per_worker.CPU={args.cpus}",
+                f"trainer.resources_per_worker.CPU={args.threads}",  # Ray sets OMP_NUM_THREADS to it
             ]
             train_on_ray(compose("config", ray_ovr, tmp / "ray"), publish=False)
             ray_s = steady_epoch_seconds([ray_timer])
@@ -172,6 +178,7 @@ def main() -> None:
         "image_size": args.image_size,
         "epochs": args.epochs,
         "cpus": args.cpus,
+        "threads": args.threads,
         "sweep_trials": summary["trials"],
         "sweep_stopped_early": summary["stopped_early"],
         "sweep_epochs_max": args.sweep_epochs,

@@ -70,9 +70,9 @@ def generate_ood_rows(n: int, image_size: int, seed: int, jpeg_quality: int) -> 
     return _ood_rows((int(seed), 0, int(n), int(image_size), int(jpeg_quality)))
 
 
-def _run(fn, tasks: list[tuple], workers: int, desc: str) -> list[list[dict[str, Any]]]:
+def _run(fn, tasks: list[tuple], workers: int, desc: str, unit: str) -> list[list[dict[str, Any]]]:
     """Map `fn` over tasks in order, in `workers` processes, with a progress bar on stderr."""
-    bar = dict(total=len(tasks), desc=desc, unit="task", file=sys.stderr, leave=False)
+    bar = dict(total=len(tasks), desc=desc, unit=unit, file=sys.stderr, leave=False)
     if workers <= 1 or len(tasks) <= 1:
         return [fn(t) for t in tqdm(tasks, **bar)]
     ctx = mp.get_context("spawn")  # safe under threads (torch, Ray) in the parent
@@ -95,7 +95,10 @@ def generate_dataset(
     jpeg_quality: int,
     rows_per_file: int,
 ) -> Path:
-    """Draw, split by specimen and write the synthetic shards into `out_dir`; returns the manifest path."""
+    """Draw, split by specimen and write the synthetic shards into `out_dir`; returns the manifest path.
+
+    With workers > 1 the pool spawns fresh interpreters: call this under `if __name__ == "__main__":` in scripts.
+    """
     _check_size(image_size)
     if specimens_per_class < 1 or photos_per_specimen < 1:
         raise ValueError("specimens_per_class and photos_per_specimen must be at least 1")
@@ -113,11 +116,13 @@ def generate_dataset(
         for label, s in enumerate(catalogue.species)
         for k in range(int(specimens_per_class))
     ]
-    rows = [r for chunk in _run(_specimen_rows, tasks, int(workers), "synthetic photos") for r in chunk]
+    rows = [r for chunk in _run(_specimen_rows, tasks, int(workers), "synthetic specimens", "specimen") for r in chunk]
     ood_tasks = [
         (seed, i, min(i + OOD_PER_TASK, ood_images), size, quality) for i in range(0, ood_images, OOD_PER_TASK)
     ]
-    ood = [r for chunk in _run(_ood_rows, ood_tasks, int(workers), "ood images") for r in chunk]
+    ood = [
+        r for chunk in _run(_ood_rows, ood_tasks, int(workers), "ood images", f"x{OOD_PER_TASK} images") for r in chunk
+    ]
 
     assignment = grouped_split([r["specimen"] for r in rows], [r["label"] for r in rows], fractions, seed)
     rows_by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in (*TRAIN_SPLITS, "ood")}

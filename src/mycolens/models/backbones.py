@@ -14,19 +14,23 @@ TORCHVISION = ("resnet18", "mobilenet_v3_small", "efficientnet_b0")
 class SmallCNN(nn.Module):
     """Conv-BN-ReLU blocks with max-pooling, global average pooling and a linear head."""
 
-    def __init__(self, num_classes: int, channels: Sequence[int] = (32, 64, 128, 256), dropout: float = 0.2) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        channels: Sequence[int] = (32, 64, 128, 256),
+        dropout: float = 0.2,
+        convs_per_block: int = 1,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c_in = 3
         for i, c in enumerate(channels):
-            layers += [
-                nn.Conv2d(c_in, c, 3, padding=1, bias=False),
-                nn.BatchNorm2d(c),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(c, c, 3, padding=1, bias=False),
-                nn.BatchNorm2d(c),
-                nn.ReLU(inplace=True),
-            ]
+            for k in range(convs_per_block):
+                layers += [
+                    nn.Conv2d(c_in if k == 0 else c, c, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(c),
+                    nn.ReLU(inplace=True),
+                ]
             if i < len(channels) - 1:
                 layers.append(nn.MaxPool2d(2))
             c_in = c
@@ -39,9 +43,7 @@ class SmallCNN(nn.Module):
         return self.classifier(self.dropout(torch.flatten(self.pool(self.features(x)), 1)))
 
 
-def build_backbone(
-    name: str, num_classes: int, weights_path: str | None = None, **kwargs: object
-) -> nn.Module:
+def build_backbone(name: str, num_classes: int, weights_path: str | None = None, **kwargs: object) -> nn.Module:
     """A classifier with `num_classes` outputs; weights only from a local file (`weights_only=True`)."""
     if name == "small_cnn":
         net: nn.Module = SmallCNN(num_classes, **kwargs)  # type: ignore[arg-type]

@@ -77,7 +77,7 @@ def fit_trial(cfg: DictConfig, objective: Mapping[str, float] | None, resume_fro
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
 
 
-def fit_trial_on_ray_train(cfg: DictConfig, objective: Mapping[str, float] | None, trial_dir: str) -> None:
+def fit_trial_on_ray_train(cfg: DictConfig, objective: Mapping[str, float] | None, trial_id: str) -> None:
     """`trainer=ray` trials: a TorchTrainer per trial; its workers' reports (+ objective) are forwarded to Tune."""
     from ray.tune.integration.ray_train import TuneReportCallback as TrainToTune
 
@@ -99,8 +99,8 @@ def fit_trial_on_ray_train(cfg: DictConfig, objective: Mapping[str, float] | Non
         placement_strategy=str(opts.get("placement_strategy", "PACK")),
         max_failures=int(opts.get("max_failures", 0)),
         checkpoints_to_keep=opts.get("checkpoints_to_keep"),
-        storage_path=trial_dir,
-        name="ray_train",  # the same name again after Tuner.restore: Ray Train resumes its own run
+        storage_path=str(Path(resolved["ray"]["storage_path"]).resolve()),
+        name=f"tune-{trial_id}",  # the same name after Tuner.restore: Ray Train picks up its own checkpoints
         callbacks=[ObjectiveToTune()],
     )
     if result.error is not None:
@@ -113,13 +113,14 @@ def train_trial(
     """The Tune function trainable: base overrides + sampled params -> composed config -> fit, reporting each epoch."""
     import ray.tune
 
-    trial_dir = ray.tune.get_context().get_trial_dir()
+    context = ray.tune.get_context()
+    trial_dir = context.get_trial_dir()
     cfg = compose_config(config_dir, [*base_overrides, *to_overrides(params)])
     with open_dict(cfg):
         cfg.paths.output_dir = trial_dir  # the trial's own folder for loggers (no Hydra runtime in a Tune actor)
         cfg.test = False
     if cfg.trainer.get("engine") == "ray":
-        fit_trial_on_ray_train(cfg, objective, trial_dir)
+        fit_trial_on_ray_train(cfg, objective, context.get_trial_id())
         return
     checkpoint = ray.tune.get_checkpoint()  # set when Tuner.restore resumes this trial
     if checkpoint is None:
