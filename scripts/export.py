@@ -33,6 +33,11 @@ def main(cfg: DictConfig) -> None:
         load_catalogue(cfg.catalogue),
         settings,
         root=cfg.paths.root_dir,
+        reference={
+            "variant": cfg.serve.variant,
+            "max_images": int(cfg.monitoring.reference_images),
+            "bins": int(cfg.monitoring.bins),
+        },
     )
     checks, gate, out = meta["checks"], meta["safety_gate"], cfg.export.output_dir
     t, i = checks["fp32_vs_torch"], checks["int8_vs_fp32"]
@@ -49,7 +54,7 @@ def main(cfg: DictConfig) -> None:
     )
     for f in meta["files"].values():
         print(f"wrote {out}/{f['path']} ({f['bytes']:,} bytes)")
-    print(f"wrote {out}/model.json (version {meta['version']})")
+    print(f"wrote {out}/model.json (version {meta['version']}) and {out}/reference.json (drift baseline)")
     if not gate["passed"]:
         raise UserError(
             f"safety gate failed: unsafe_edible_rate {rates} is over the limit {gate['limit']} on the {gate['split']} split; "

@@ -115,6 +115,7 @@ def export_model(
     catalogue: Catalogue,
     settings: ExportSettings,
     root: str | Path | None = None,
+    reference: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export, check, quantize, calibrate and gate `ckpt_path`; write out_dir atomically; return model.json + checks.
 
@@ -231,4 +232,12 @@ def export_model(
             "checks": {"fp32_vs_torch": fp32_vs_torch, "int8_vs_fp32": int8_vs_fp32, "split": str(chk["split"])},
         }
         (tmp / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        if reference is not None:  # drift monitoring's baseline travels with the model (reference.json)
+            from mycolens.inference.onnx_model import OnnxClassifier, make_session
+            from mycolens.monitoring.reference import write_reference
+
+            ref = dict(reference)
+            variant = str(ref.pop("variant", "fp32"))
+            clf = OnnxClassifier(meta, make_session(tmp / files[variant]["path"]), variant)
+            write_reference(shards_dir, tmp / "reference.json", classifier=clf, **ref)
     return meta

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,9 @@ def make_session(path: str | Path, threads: int = 0, providers: Sequence[str] | 
     opts.inter_op_num_threads = 1
     available = ort.get_available_providers()
     wanted = list(providers) if providers else ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ort.InferenceSession(str(path), opts, providers=[p for p in wanted if p in available] or ["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        str(path), opts, providers=[p for p in wanted if p in available] or ["CPUExecutionProvider"]
+    )
 
 
 @dataclass
@@ -66,7 +69,9 @@ class OnnxClassifier:
     variant: str
 
     @classmethod
-    def load(cls, model_dir: str | Path, variant: str = "fp32", threads: int = 0, providers: Sequence[str] | None = None) -> OnnxClassifier:
+    def load(
+        cls, model_dir: str | Path, variant: str = "fp32", threads: int = 0, providers: Sequence[str] | None = None
+    ) -> OnnxClassifier:
         meta = verify_model_dir(model_dir, variant)
         return cls(meta, make_session(Path(model_dir) / meta["files"][variant]["path"], threads, providers), variant)
 
@@ -96,7 +101,9 @@ class OnnxClassifier:
     def answer(self, x: np.ndarray, top_k: int = 3) -> list[dict[str, Any]]:
         """The HTTP contract's prediction fields for each image of a preprocessed batch."""
         logits = self.logits(x)
-        return answers(self.probabilities(logits), energy_score(logits), self.catalogue, self.rule, top_k, self.model_info)
+        return answers(
+            self.probabilities(logits), energy_score(logits), self.catalogue, self.rule, top_k, self.model_info
+        )
 
     @property
     def model_info(self) -> dict[str, str]:
@@ -116,7 +123,7 @@ def answers(
     verdicts = decide(probs, dangerous, rule, ood_scores)
     p_danger = np.asarray(probs)[:, np.asarray(dangerous)].sum(axis=1)
     out = []
-    for row, verdict, pd in zip(probs, verdicts, p_danger):
+    for row, verdict, pd in zip(probs, verdicts, p_danger, strict=True):
         order = np.argsort(-row, kind="stable")[: max(1, min(top_k, len(row)))]
         top = catalogue[int(order[0])]
         out.append(
@@ -129,11 +136,20 @@ def answers(
                 "poisonous_probability": round(float(pd), 6),
                 "abstained": verdict == "uncertain",
                 "top_k": [
-                    {"species": catalogue[int(i)].id, "probability": round(float(row[i]), 6), "edibility": catalogue[int(i)].edibility}
+                    {
+                        "species": catalogue[int(i)].id,
+                        "probability": round(float(row[i]), 6),
+                        "edibility": catalogue[int(i)].edibility,
+                    }
                     for i in order
                 ],
                 "lookalikes": [
-                    {"species": s, "common_name": catalogue[s].common_name, "edibility": catalogue[s].edibility, "note": catalogue[s].note}
+                    {
+                        "species": s,
+                        "common_name": catalogue[s].common_name,
+                        "edibility": catalogue[s].edibility,
+                        "note": catalogue[s].note,
+                    }
                     for s in top.lookalikes
                 ],
                 "model": dict(model_info),

@@ -98,7 +98,9 @@ def publish_results(cfg: DictConfig, best_ckpt: str, metrics: dict[str, Any]) ->
         log.info("best checkpoint -> %s", models / "best.ckpt")
     else:
         log.warning("no checkpoint was saved (fast_dev_run or train=false): models/best.ckpt left as it was")
-    write_json_atomic(Path(cfg.paths.reports_dir) / "train.json", {k: v for k, v in metrics.items() if k != "best_ckpt"})
+    write_json_atomic(
+        Path(cfg.paths.reports_dir) / "train.json", {k: v for k, v in metrics.items() if k != "best_ckpt"}
+    )
 
 
 def evaluate_checkpoint(cfg: DictConfig, ckpt_path: str) -> dict[str, float]:
@@ -120,7 +122,11 @@ def checkpoint_summary(path: str | Path) -> dict[str, Any]:
     """What a checkpoint says about itself: epoch, backbone, classes."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     hp = ckpt.get("hyper_parameters", {})
-    return {"epoch": ckpt.get("epoch"), "backbone": hp.get("backbone"), "classes": [c["id"] for c in hp["catalogue"]["classes"]]}
+    return {
+        "epoch": ckpt.get("epoch"),
+        "backbone": hp.get("backbone"),
+        "classes": [c["id"] for c in hp["catalogue"]["classes"]],
+    }
 
 
 __all__ = ["LightningDataModule", "train", "evaluate_checkpoint", "checkpoint_summary"]
