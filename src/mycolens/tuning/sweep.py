@@ -53,9 +53,11 @@ def make_tuner(sweep: Mapping[str, Any], trainable: Any, tune_dir: Path, seed: i
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     metric, mode = str(sweep["metric"]), str(sweep["mode"])
-    search_alg = (
-        instantiate(sweep["search_alg"]) if sweep.get("search_alg") else BasicVariantGenerator(random_state=seed)
-    )
+    limit = int(sweep.get("max_concurrent_trials") or 0)
+    if sweep.get("search_alg"):  # a Searcher: Tune wraps it in a ConcurrencyLimiter
+        search_alg, max_concurrent = instantiate(sweep["search_alg"]), limit or None
+    else:  # Tune ignores max_concurrent_trials for a given BasicVariantGenerator: it limits itself
+        search_alg, max_concurrent = BasicVariantGenerator(random_state=seed, max_concurrent=limit), None
     return tune.Tuner(
         trainable,
         param_space=build_param_space(sweep["search_space"]),
@@ -65,7 +67,7 @@ def make_tuner(sweep: Mapping[str, Any], trainable: Any, tune_dir: Path, seed: i
             scheduler=instantiate(sweep["scheduler"]) if sweep.get("scheduler") else None,
             search_alg=search_alg,
             num_samples=int(sweep["num_samples"]),
-            max_concurrent_trials=int(sweep.get("max_concurrent_trials") or 0) or None,
+            max_concurrent_trials=max_concurrent,
             trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
