@@ -22,6 +22,7 @@ TINY_DATA = [
     "data.generate.photos_per_specimen=2",
     "data.generate.ood_images=12",
     "data.loader.batch_size=32",
+    "data.outliers.images=8",
 ]
 
 

@@ -28,7 +28,12 @@ def distillation_loss(
         reduction="batchmean",
         log_target=True,
     ) * (t * t)
-    ce = F.cross_entropy(student_logits.float(), targets, label_smoothing=label_smoothing)
+    known = targets >= 0  # -1: outlier-exposure images; they learn from the teacher's (near-uniform) output only
+    ce = (
+        F.cross_entropy(student_logits[known].float(), targets[known], label_smoothing=label_smoothing)
+        if known.any()
+        else student_logits.sum() * 0.0
+    )
     return alpha * kd + (1.0 - alpha) * ce, kd, ce
 
 
@@ -62,7 +67,7 @@ class DistillationModule(MushroomClassifier):
             teacher_logits = self.teacher(x)
         hp = self.hparams
         loss, kd, ce = distillation_loss(logits, teacher_logits, y, hp.temperature, hp.alpha, hp.label_smoothing)
-        self.train_acc(logits, y)
+        self.train_acc(logits[y >= 0], y[y >= 0])
         n = len(y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
         self.log("train/kd_loss", kd, on_step=False, on_epoch=True, batch_size=n)

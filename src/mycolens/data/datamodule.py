@@ -25,6 +25,15 @@ def decode_split(shards_dir: str | Path, split: str, image_size: int) -> tuple[t
     return x, y
 
 
+def outlier_images(n: int, image_size: int, seed: int) -> torch.Tensor:
+    """n synthetic not-a-mushroom images (uint8 NCHW) for outlier exposure; label -1 in training batches."""
+    from mycolens.data.generate import generate_ood_rows
+
+    rows = generate_ood_rows(n, image_size, seed, jpeg_quality=90)
+    images = [resize_center_crop(decode_image(r["image"]), image_size) for r in rows]
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
 class TensorImages(Dataset):
     """uint8 NCHW images + labels, transformed per item."""
 
@@ -69,6 +78,8 @@ class ShardDataModule(LightningDataModule):
         pin_memory: bool = False,
         augment: dict[str, Any] | None = None,
         persistent_workers: bool = False,
+        outliers: int = 0,
+        outlier_seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -101,6 +112,9 @@ class ShardDataModule(LightningDataModule):
             if split in self.splits:
                 continue
             x, y = decode_split(self.shards_dir, split, hp.image_size)
+            if split == "train" and hp.outliers:
+                ox = outlier_images(hp.outliers, hp.image_size, hp.outlier_seed)
+                x, y = torch.cat([x, ox]), torch.cat([y, torch.full((len(ox),), -1, dtype=torch.long)])
             tf = train_transform(hp.image_size, self.mean, self.std, dict(hp.augment or {})) if split == "train" else ev
             self.splits[split] = TensorImages(x, y, tf)
 

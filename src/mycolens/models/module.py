@@ -19,6 +19,11 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
 
 
+def outlier_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Outlier exposure (Hendrycks et al.): cross-entropy to the uniform distribution, so outliers get low energy."""
+    return -F.log_softmax(logits, dim=-1).mean(dim=-1).mean()
+
+
 class MushroomClassifier(LightningModule):
     """Species classifier; its checkpoint carries the catalogue (class order + edibility) and backbone spec."""
 
@@ -31,6 +36,7 @@ class MushroomClassifier(LightningModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         label_smoothing: float = 0.0,
+        outlier_weight: float = 0.0,
         image_size: int = 64,
         mean: list[float] | None = None,
         std: list[float] | None = None,
@@ -73,7 +79,13 @@ class MushroomClassifier(LightningModule):
         return loss, logits, y
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, logits, y = self._step(batch)
+        x, y = batch
+        logits = self(x)
+        known = y >= 0  # label -1: a not-a-mushroom image (outlier exposure)
+        loss = F.cross_entropy(logits[known], y[known], label_smoothing=self.hparams.label_smoothing)
+        if self.hparams.outlier_weight and not known.all():
+            loss = loss + self.hparams.outlier_weight * outlier_loss(logits[~known])
+        logits, y = logits[known], y[known]
         self.train_acc(logits, y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         self.log("train/accuracy", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
