@@ -42,7 +42,7 @@ CONTRACT_KEYS = {
     "source",
     "versions",
 }
-MODEL_FILES = {"model.onnx", "model.int8.onnx", "model.json"}
+MODEL_FILES = {"model.onnx", "model.int8.onnx", "model.json", "reference.json"}
 
 
 def folder_state(folder: Path) -> dict[str, str]:
