@@ -120,7 +120,7 @@ def test_exp_run_with_a_train_param_reruns_train_and_later_stages_only(repo):
     assert {"train", "compress", "export", "evaluate"} <= stages and "data" not in stages, log
     assert yaml.safe_load((repo / "params.yaml").read_text())["model"]["optimizer"]["lr"] == 0.01
     assert "model.optimizer.lr" in sh(repo, "dvc", "params", "diff")
-    sh(repo, "git", "checkout", "--", "params.yaml")
+    sh(repo, "git", "checkout", "--", "params.yaml", "dvc.lock")
     sh(repo, "dvc", "checkout", "--force")
 
 
