@@ -33,6 +33,7 @@ def main(cfg: DictConfig) -> float | None:
         sweep=OmegaConf.to_container(cfg.sweep, resolve=True),
         ray_cfg=OmegaConf.to_container(cfg.ray, resolve=True),
         seed=int(cfg.seed),
+        ray_train_trials=cfg.trainer.get("engine") == "ray",
     )
     print(json.dumps(summary["best"], indent=2))
     print(f"results: {summary['results_csv']}  plot: {summary['plot']}")

@@ -37,6 +37,7 @@ def tiny_overrides(tmp: Path, shards: Path) -> list[str]:
         f"paths.log_dir={tmp}/logs",
         "data.image_size=32",
         "data.loader.batch_size=16",
+        "data.outliers.images=8",  # outlier exposure: a few, as conftest's tiny data does
         "model.backbone_kwargs.channels=[8,16]",
         "trainer.max_epochs=2",
         "trainer.log_every_n_steps=1",

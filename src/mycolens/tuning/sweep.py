@@ -99,10 +99,23 @@ def best_checkpoint_file(result: Any, metric: str, mode: str) -> Path | None:
 
 
 def run_sweep(
-    *, config_dir: str, base_overrides: Sequence[str], sweep: Mapping[str, Any], ray_cfg: Mapping[str, Any], seed: int
+    *,
+    config_dir: str,
+    base_overrides: Sequence[str],
+    sweep: Mapping[str, Any],
+    ray_cfg: Mapping[str, Any],
+    seed: int,
+    ray_train_trials: bool = False,
 ) -> dict[str, Any]:
-    """Fit or resume the sweep `sweep['name']`, then write its results; returns the summary (also summary.json)."""
+    """Fit or resume the sweep `sweep['name']`, then write its results; returns the summary (also summary.json).
+
+    `ray_train_trials` (trainer=ray): a local Ray then starts its dashboard, whose state API lets Ray Train release
+    the workers of a trial that the scheduler stops mid-run.
+    """
     from ray import tune
+
+    if ray_train_trials:
+        ray_cfg = {**ray_cfg, "include_dashboard": True}
 
     exp_dir = Path(sweep["storage_path"]).resolve() / str(sweep["name"])
     tune_dir = exp_dir / "tune"
