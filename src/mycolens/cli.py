@@ -20,6 +20,7 @@ def project_root() -> Path:
         return script.parent.parent
     return Path.cwd()
 
+
 log = logging.getLogger("mycolens")
 
 
