@@ -67,7 +67,8 @@ class DistillationModule(MushroomClassifier):
             teacher_logits = self.teacher(x)
         hp = self.hparams
         loss, kd, ce = distillation_loss(logits, teacher_logits, y, hp.temperature, hp.alpha, hp.label_smoothing)
-        self.train_acc(logits[y >= 0], y[y >= 0])
+        if (y >= 0).any():
+            self.train_acc(logits[y >= 0], y[y >= 0])
         n = len(y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
         self.log("train/kd_loss", kd, on_step=False, on_epoch=True, batch_size=n)

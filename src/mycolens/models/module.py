@@ -82,13 +82,19 @@ class MushroomClassifier(LightningModule):
         x, y = batch
         logits = self(x)
         known = y >= 0  # label -1: a not-a-mushroom image (outlier exposure)
-        loss = F.cross_entropy(logits[known], y[known], label_smoothing=self.hparams.label_smoothing)
+        loss = (
+            F.cross_entropy(logits[known], y[known], label_smoothing=self.hparams.label_smoothing)
+            if known.any()
+            else logits.sum() * 0.0  # a batch of outliers only
+        )
         if self.hparams.outlier_weight and not known.all():
             loss = loss + self.hparams.outlier_weight * outlier_loss(logits[~known])
         logits, y = logits[known], y[known]
-        self.train_acc(logits, y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
-        self.log("train/accuracy", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
+        if len(y):
+            self.train_acc(logits, y)
+        n = len(known)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("train/accuracy", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
