@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,3 +72,21 @@ def kill_group(pid: int) -> None:
     """SIGKILL the process group of a subprocess this test started (start_new_session=True), if still there."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def run_own_group(cmd: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a project command in its own process group with Ray's test env; kill what it leaves (its local Ray)."""
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, **RAY_ENV},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        kill_group(proc.pid)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")

@@ -34,6 +34,21 @@ SERVE_CLI = str(ROOT / ".venv" / "bin" / "serve")
 IMAGE_SIZE = 32
 MEAN, STD = [0.45, 0.42, 0.35], [0.25, 0.24, 0.23]
 
+# the fields of a /predict answer, as DESIGN.md's HTTP contract lists them (offline predict gives the same)
+ANSWER_FIELDS = {
+    "species",
+    "common_name",
+    "edibility",
+    "verdict",
+    "confidence",
+    "poisonous_probability",
+    "abstained",
+    "top_k",
+    "lookalikes",
+    "model",
+}
+
+
 for _k, _v in {"RAY_USAGE_STATS_ENABLED": "0", "MYCOLENS_ROOT": str(ROOT)}.items():
     os.environ.setdefault(_k, _v)
 
@@ -325,3 +340,24 @@ def wait_ready(base_url: str, timeout: float = 180, version: str | None = None) 
 
 def model_version(model_dir: Path) -> str:
     return json.loads((model_dir / "model.json").read_text())["version"]
+
+
+def small_shards(folder: Path) -> Path:
+    """Synthetic shards at 32 px (504 train, 252 val, 252 test photos, no OOD), the same every time (seed 3)."""
+    from mycolens.data.generate import generate_dataset
+
+    generate_dataset(
+        folder,
+        load_catalogue(),
+        image_size=IMAGE_SIZE,
+        specimens_per_class=24,
+        photos_per_specimen=3,
+        difficulty=1.0,
+        ood_images=0,
+        splits={"train": 0.5, "val": 0.25, "test": 0.25},
+        seed=3,
+        workers=1,
+        jpeg_quality=90,
+        rows_per_file=5000,
+    )
+    return folder

@@ -15,7 +15,6 @@ from PIL import Image
 from prometheus_client import CollectorRegistry, generate_latest
 
 from mycolens.catalogue import load_catalogue
-from mycolens.data.generate import generate_dataset
 from mycolens.data.shards import read_split
 from mycolens.inference.onnx_model import OnnxClassifier
 from mycolens.inference.preprocess import decode_image, normalize, resize_center_crop
@@ -24,7 +23,7 @@ from mycolens.monitoring.offline import folder_drift, format_report
 from mycolens.monitoring.reference import ReferenceError, load_reference, write_reference
 from mycolens.monitoring.stats import bin_counts, bin_edges, ks_statistic, psi
 from tests.conftest import compose
-from tests.serve_fixtures import make_model_dir
+from tests.serve_fixtures import make_model_dir, small_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
@@ -68,20 +67,7 @@ class DriftData:
 def data(tmp_path_factory: pytest.TempPathFactory) -> DriftData:
     """Synthetic shards (504 train, 252 val, 252 test photos at 32 px), a tiny served model and its reference.json."""
     tmp = tmp_path_factory.mktemp("drift")
-    generate_dataset(
-        tmp / "shards",
-        load_catalogue(),
-        image_size=32,
-        specimens_per_class=24,
-        photos_per_specimen=3,
-        difficulty=1.0,
-        ood_images=0,
-        splits={"train": 0.5, "val": 0.25, "test": 0.25},
-        seed=3,
-        workers=1,
-        jpeg_quality=90,
-        rows_per_file=5000,
-    )
+    small_shards(tmp / "shards")
     model_dir = make_model_dir(tmp)
     classifier = OnnxClassifier.load(model_dir, "fp32")
     reference = write_reference(tmp / "shards", model_dir / "reference.json", classifier=classifier)

@@ -23,7 +23,6 @@ OUTS = [
     "models/export/model.int8.onnx",
     "models/export/model.json",
 ]
-STABLE = ("accuracy", "macro_f1", "unsafe_edible_rate", "ood_abstain_rate", "abstain_rate", "poison_cost")
 
 pytestmark = pytest.mark.slow
 
@@ -82,6 +81,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert ran(log) >= {"data", "train", "compress", "export", "evaluate"}, log
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "repro")
+    # reports/ holds uncached metrics that later tests (exp run) overwrite: keep the first run's for comparison
+    shutil.copytree(repo / "reports", repo.parent / "first_reports", ignore=shutil.ignore_patterns("dvclive", "*.png"))
     return repo
 
 
@@ -135,18 +136,26 @@ def test_push_delete_pull_restores_identical_files(repo):
     assert {out: tree_hash(repo / out) for out in OUTS} == before
 
 
-def test_from_scratch_again_gives_identical_shards_and_teacher_metrics(repo):
-    # the compress stage is not reproducible run-to-run yet (issue 5 stays open on it): teacher only
-    shards = tree_hash(repo / "data/shards")
-    metrics = json.loads((repo / "reports/metrics.json").read_text())
-    train = json.loads((repo / "reports/train.json").read_text())
+def without_timings(obj: object) -> object:
+    """The report minus wall-clock figures (latency, fit seconds), which no seed fixes."""
+    if isinstance(obj, dict):
+        return {
+            k: without_timings(v) for k, v in obj.items() if not (k.startswith("latency_ms") or k.endswith("_seconds"))
+        }
+    return obj
+
+
+def test_from_scratch_again_gives_identical_outputs_and_metrics(repo):
+    first = repo.parent / "first_reports"
+    sh(repo, "git", "checkout", "--", "params.yaml", "dvc.lock")
+    sh(repo, "dvc", "checkout", "--force")
+    before = {out: tree_hash(repo / out) for out in OUTS}
     sh(repo, "dvc", "repro", "--force")
-    assert tree_hash(repo / "data/shards") == shards
-    again = json.loads((repo / "reports/metrics.json").read_text())
-    for key in STABLE:
-        assert again["variants"]["teacher"][key] == metrics["variants"]["teacher"][key], key
-    again_train = json.loads((repo / "reports/train.json").read_text())
-    assert again_train["test/accuracy"] == train["test/accuracy"] and again_train["val/loss"] == train["val/loss"]
+    assert {out: tree_hash(repo / out) for out in OUTS} == before  # shards, checkpoints, ONNX files, model.json
+    for name in ("data.json", "train.json", "compress.json", "metrics.json"):
+        again = json.loads((repo / "reports" / name).read_text())
+        assert without_timings(again) == without_timings(json.loads((first / name).read_text())), name
+    assert "up to date" in sh(repo, "dvc", "status")
 
 
 def test_missing_input_fails_the_stage_clearly_and_the_cache_keeps_the_outputs(repo):

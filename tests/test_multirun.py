@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.ray_fixtures import PYTHON, RAY_ENV, ROOT, kill_group, tiny_overrides
+from tests.ray_fixtures import PYTHON, ROOT, run_own_group, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -26,19 +24,8 @@ def test_ray_launcher_runs_each_job_in_its_own_folder(tmp_path: Path, tiny_shard
         "trainer.max_epochs=1",
         *base,
     ]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env={**os.environ, **RAY_ENV},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=800)
-    finally:
-        kill_group(proc.pid)
+    proc = run_own_group(cmd, timeout=800)
+    out = proc.stdout
     assert proc.returncode == 0, out[-4000:]
     assert "Ray Launcher is launching 4 jobs" in out
 

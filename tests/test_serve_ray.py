@@ -22,6 +22,7 @@ import pytest
 from mycolens.inference.onnx_model import OnnxClassifier
 from serve.app import load_serve_config
 from tests.serve_fixtures import (
+    ANSWER_FIELDS,
     bad_inputs,
     free_port,
     good_inputs,
@@ -37,18 +38,6 @@ from tests.serve_fixtures import (
 pytestmark = pytest.mark.slow
 PROXY = os.environ.get("MYCOLENS_TEST_PROXY") or load_serve_config([])["proxy"]
 TOKEN = "test-reload-token"
-FIELDS = {
-    "species",
-    "common_name",
-    "edibility",
-    "verdict",
-    "confidence",
-    "poisonous_probability",
-    "abstained",
-    "top_k",
-    "lookalikes",
-    "model",
-}
 OVERRIDES = [
     "serve.model.num_replicas=2",
     "serve.model.ray_actor_options.num_cpus=0.5",
@@ -146,7 +135,7 @@ class Load:
             while not self._stop.is_set():
                 try:
                     r = predict(c)
-                    if r.status_code == 200 and set(r.json()) == FIELDS:
+                    if r.status_code == 200 and set(r.json()) == ANSWER_FIELDS:
                         self.ok += 1
                         self.versions.add(r.json()["model"]["version"])
                     else:
@@ -168,7 +157,7 @@ class Load:
 def test_every_endpoint_and_field(served: Served) -> None:
     with httpx.Client(base_url=served.base, timeout=30) as c:
         r = predict(c, query="?top_k=5")
-        assert r.status_code == 200 and set(r.json()) == FIELDS and len(r.json()["top_k"]) == 5
+        assert r.status_code == 200 and set(r.json()) == ANSWER_FIELDS and len(r.json()["top_k"]) == 5
         assert r.json()["model"] == {
             "name": "mycolens",
             "version": model_version(served.models["one"]),
@@ -220,7 +209,7 @@ def test_bad_input_never_hurts_the_service(served: Served) -> None:
             assert predict(c).status_code == 200, f"after {name}"
         for name, data in good_inputs().items():
             r = predict(c, data, f"{name}.img")
-            assert r.status_code == 200 and set(r.json()) == FIELDS, name
+            assert r.status_code == 200 and set(r.json()) == ANSWER_FIELDS, name
         assert_error(
             c.post("/predict", content=b"\xff\xd8" + b"x" * 2_500_000, headers={"content-type": "image/jpeg"}),
             413,
@@ -275,7 +264,7 @@ def test_bounded_load_500_requests_16_concurrent(served: Served) -> None:
     ]
     assert not bad, bad[:5]
     assert all(
-        set(r.json()) == FIELDS and r.json()["verdict"] in ("edible", "do_not_eat", "uncertain") for r in results
+        set(r.json()) == ANSWER_FIELDS and r.json()["verdict"] in ("edible", "do_not_eat", "uncertain") for r in results
     )
 
 

@@ -24,20 +24,15 @@ from mycolens.serving.model import ModelControl, ModelRunner
 from mycolens.serving.settings import ServeSettings, ort_threads, resolve_path
 from mycolens.serving.uploads import extract_image, parse_multipart, parse_top_k
 from serve.app import build_app, deployment_options, load_serve_config
-from tests.serve_fixtures import ROOT, bad_inputs, good_inputs, image_bytes, make_model_dir, model_version
-
-FIELDS = {
-    "species",
-    "common_name",
-    "edibility",
-    "verdict",
-    "confidence",
-    "poisonous_probability",
-    "abstained",
-    "top_k",
-    "lookalikes",
-    "model",
-}
+from tests.serve_fixtures import (
+    ANSWER_FIELDS,
+    ROOT,
+    bad_inputs,
+    good_inputs,
+    image_bytes,
+    make_model_dir,
+    model_version,
+)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +90,7 @@ def test_predict_has_every_contract_field_and_the_evaluation_verdict(
     r = post(client, data, query="?top_k=4")
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == FIELDS
+    assert set(body) == ANSWER_FIELDS
     assert len(body["top_k"]) == 4 and all(set(t) == {"species", "probability", "edibility"} for t in body["top_k"])
     assert all(set(x) == {"species", "common_name", "edibility", "note"} for x in body["lookalikes"])
     assert body["model"] == {"name": "mycolens", "version": model_version(models["one"]), "variant": "int8"}
@@ -120,7 +115,7 @@ def test_bad_image_gets_its_status_and_the_next_request_succeeds(client: TestCli
 def test_unusual_but_valid_images_succeed(client: TestClient, name: str) -> None:
     r = post(client, good_inputs()[name], f"{name}.img")
     assert r.status_code == 200, r.text
-    assert set(r.json()) == FIELDS
+    assert set(r.json()) == ANSWER_FIELDS
 
 
 def test_exif_rotation_is_applied() -> None:
@@ -158,7 +153,7 @@ def test_body_and_content_type_errors(client: TestClient) -> None:
         client.post("/predict", content=b"--x\r\nbroken", headers={"content-type": "multipart/form-data"}), 400
     )
     r = client.post("/predict", content=image_bytes(), headers={"content-type": "image/jpeg"})
-    assert r.status_code == 200 and set(r.json()) == FIELDS
+    assert r.status_code == 200 and set(r.json()) == ANSWER_FIELDS
 
 
 def test_unknown_routes_and_methods_answer_contract_errors(client: TestClient) -> None:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from mycolens.tuning.space import build_param_space, flatten_space, is_sweep_override, objective_value, to_overrides
-from tests.ray_fixtures import PYTHON, RAY_ENV, ROOT, kill_group, tiny_overrides
+from tests.ray_fixtures import PYTHON, RAY_ENV, ROOT, kill_group, run_own_group, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -73,26 +73,9 @@ def sweep_cmd(tmp: Path, shards: Path, name: str, lrs: list[float]) -> list[str]
     ]
 
 
-def run(cmd: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env={**os.environ, **RAY_ENV},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    finally:
-        kill_group(proc.pid)  # anything the run left behind (its local Ray)
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
-
-
 def test_asha_sweep_stops_a_trial_early_and_its_best_config_trains(tmp_path: Path, tiny_shards: Path) -> None:
     # lr=1e-7 barely moves the loss: ASHA (grace 1 epoch, reduction 2) stops those trials after epoch 1
-    done = run(sweep_cmd(tmp_path, tiny_shards, "tiny", [3e-3, 1e-7, 1e-7, 3e-3]))
+    done = run_own_group(sweep_cmd(tmp_path, tiny_shards, "tiny", [3e-3, 1e-7, 1e-7, 3e-3]))
     assert done.returncode == 0, done.stdout[-4000:]
     out = tmp_path / "sweeps" / "tiny"
     summary = json.loads((out / "summary.json").read_text())
@@ -107,7 +90,7 @@ def test_asha_sweep_stops_a_trial_early_and_its_best_config_trains(tmp_path: Pat
 
     experiment = tmp_path / "conf" / "experiment" / "sweep_tiny.yaml"
     assert experiment.read_text().startswith("# @package _global_")
-    train = run(
+    train = run_own_group(
         [
             PYTHON,
             str(ROOT / "scripts" / "train.py"),
@@ -159,7 +142,7 @@ def test_interrupted_sweep_resumes_instead_of_starting_again(tmp_path: Path, tin
     before = {p.name.removeprefix("trial_") for p in tune_dir.glob("trial_*")}
     assert not (tmp_path / "sweeps" / "resume" / "summary.json").exists()
 
-    again = run(cmd)
+    again = run_own_group(cmd)
     assert again.returncode == 0, again.stdout[-4000:]
     summary = json.loads((tmp_path / "sweeps" / "resume" / "summary.json").read_text())
     table = pd.read_csv(tmp_path / "sweeps" / "resume" / "results.csv")

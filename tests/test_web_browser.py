@@ -18,8 +18,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mycolens.catalogue import load_catalogue
-from mycolens.data.generate import generate_dataset
 from mycolens.data.shards import read_split
 from mycolens.inference.onnx_model import OnnxClassifier
 from mycolens.monitoring.reference import write_reference
@@ -29,6 +27,7 @@ from tests.serve_fixtures import (
     make_model_dir,
     model_version,
     serve_run_config,
+    small_shards,
     start_ray,
     wait_ready,
     write_serve_config,
@@ -69,20 +68,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     from ray import serve
 
     tmp = tmp_path_factory.mktemp("web")
-    generate_dataset(
-        tmp / "shards",
-        load_catalogue(),
-        image_size=32,
-        specimens_per_class=24,
-        photos_per_specimen=3,
-        difficulty=1.0,
-        ood_images=0,
-        splits={"train": 0.5, "val": 0.25, "test": 0.25},
-        seed=3,
-        workers=1,
-        jpeg_quality=90,
-        rows_per_file=5000,
-    )
+    small_shards(tmp / "shards")
     model_dir = make_model_dir(tmp)
     write_reference(tmp / "shards", model_dir / "reference.json", classifier=OnnxClassifier.load(model_dir, "fp32"))
     photos = [b.as_py() for b in read_split(tmp / "shards", "test", ["image"]).column("image")]

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning
-import torch
 from torch import nn
 
 from mycolens.models.loading import CLASSIFIER_KEYS, net_structure
-from mycolens.utils.io import atomic_path
+from mycolens.utils.io import save_torch_atomic
 
 
 def plain(obj: Any) -> Any:
@@ -51,6 +50,4 @@ def save_compressed(
 ) -> Path:
     """Write the compressed checkpoint atomically; `mycolens.models.loading.load_classifier` reads it back."""
     ckpt = compressed_checkpoint(net, hyper_parameters, pruning, extra)
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
-    return Path(path)
+    return save_torch_atomic(path, ckpt)

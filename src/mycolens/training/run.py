@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from mycolens.catalogue import load_catalogue
 from mycolens.cli import UserError
 from mycolens.data.datamodule import ShardDataModule
 from mycolens.data.shards import read_manifest
-from mycolens.utils.io import atomic_path, write_json_atomic
+from mycolens.utils.io import save_torch_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +89,19 @@ def train(cfg: DictConfig, publish: bool = True) -> dict[str, Any]:
     return metrics
 
 
+def portable_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint without callback state, whose run-folder paths would make equal weights differ in bytes."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt.pop("callbacks", None)
+    return ckpt
+
+
 @rank_zero_only
 def publish_results(cfg: DictConfig, best_ckpt: str, metrics: dict[str, Any]) -> None:
     """Copy the best checkpoint to models/best.ckpt and write reports/train.json (atomically, rank zero only)."""
     models = Path(cfg.paths.models_dir)
     if best_ckpt and Path(best_ckpt).is_file():
-        with atomic_path(models / "best.ckpt") as tmp:
-            shutil.copyfile(best_ckpt, tmp)
+        save_torch_atomic(models / "best.ckpt", portable_checkpoint(best_ckpt))
         log.info("best checkpoint -> %s", models / "best.ckpt")
     else:
         log.warning("no checkpoint was saved (fast_dev_run or train=false): models/best.ckpt left as it was")

@@ -50,6 +50,17 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     return Path(path)
 
 
+def save_torch_atomic(path: str | Path, obj: Any) -> Path:
+    """torch.save through memory: the zip records are named "archive", not after the random temp file."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
     """Write pretty, key-sorted JSON (stable bytes for the same content)."""
     return write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
