@@ -63,8 +63,9 @@ def scores(logits: np.ndarray, labels: np.ndarray, meta: dict[str, Any]) -> dict
     from mycolens.evaluation.safety import VerdictRule, decide
 
     dangerous = Catalogue.from_dict(meta["catalogue"]).dangerous_mask
-    probs = softmax(logits, float(meta.get("temperature", 1.0)))
-    verdicts = np.asarray(decide(probs, dangerous, VerdictRule(**meta["verdict"]), energy_score(logits)))
+    temperature = float(meta["temperature"])
+    ood = energy_score(logits, temperature)
+    verdicts = np.asarray(decide(softmax(logits, temperature), dangerous, VerdictRule(**meta["verdict"]), ood))
     danger = np.asarray(dangerous, bool)[labels]
     unsafe = float((verdicts[danger] == "edible").mean()) if danger.any() else 0.0
     return {"accuracy": round(float((logits.argmax(1) == labels).mean()), 6), "unsafe_edible_rate": round(unsafe, 6)}
@@ -189,7 +190,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "params": {k: v["params"] for k, v in ops.items()},
         "flops": {k: v["flops"] for k, v in ops.items()},
-        "verdict": {"temperature": float(meta.get("temperature", 1.0)), "rule": meta["verdict"], "ood": "energy"},
+        "verdict": {
+            "temperature": float(meta.get("temperature", 1.0)),
+            "rule": meta["verdict"],
+            "ood": meta["ood"]["score"],
+        },
         "model_version": meta.get("version"),
     }
 

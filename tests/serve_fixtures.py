@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from mycolens.catalogue import load_catalogue
-from mycolens.evaluation.calibration import energy_score, ood_threshold
+from mycolens.evaluation.calibration import OOD_SCORE, energy_score, ood_threshold
 from mycolens.evaluation.safety import VerdictRule
 from mycolens.utils.io import sha256_file, write_json_atomic
 
@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVE_CLI = str(ROOT / ".venv" / "bin" / "serve")
 IMAGE_SIZE = 32
 MEAN, STD = [0.45, 0.42, 0.35], [0.25, 0.24, 0.23]
+TEMPERATURE = 1.5  # model.json's; the OOD threshold is chosen on energy at this temperature
 
 # the fields of a /predict answer, as DESIGN.md's HTTP contract lists them (offline predict gives the same)
 ANSWER_FIELDS = {
@@ -134,7 +135,7 @@ def make_model_dir(tmp: str | Path, seed: int = 0, gate_passed: bool = True) -> 
         edible_min_confidence=0.5,
         poison_max=0.5,
         do_not_eat_min=0.5,
-        ood_threshold=ood_threshold(energy_score(logits), 0.95),
+        ood_threshold=ood_threshold(energy_score(logits, TEMPERATURE), 0.95),
     )
     sha = sha256_file(out / "model.onnx")
     files = {
@@ -157,9 +158,9 @@ def make_model_dir(tmp: str | Path, seed: int = 0, gate_passed: bool = True) -> 
         },
         "input": {"name": "input", "shape": [-1, 3, IMAGE_SIZE, IMAGE_SIZE], "datatype": "FP32"},
         "output": {"name": "logits", "shape": [-1, cat.num_classes], "datatype": "FP32"},
-        "temperature": 1.5,
+        "temperature": TEMPERATURE,
         "verdict": rule.to_dict(),
-        "ood": {"score": "energy", "threshold": rule.ood_threshold, "keep_in_distribution": 0.95},
+        "ood": {"score": OOD_SCORE, "threshold": rule.ood_threshold, "keep_in_distribution": 0.95},
         "files": files,
         "safety_gate": {
             "passed": gate_passed,

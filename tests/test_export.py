@@ -14,6 +14,7 @@ import pytest
 
 from mycolens.catalogue import load_catalogue
 from mycolens.cli import UserError
+from mycolens.evaluation.calibration import OOD_SCORE
 from mycolens.export import ExportCheckFailed, export_model
 from mycolens.export.checkpoint import load_checkpoint, torch_logits
 from mycolens.export.inputs import load_images
@@ -146,7 +147,7 @@ def test_model_json_contract(workspace: Workspace, exported: dict) -> None:
     for key in ("edible_min_confidence", "poison_max", "do_not_eat_min"):
         assert meta["verdict"][key] == cfg.export.verdict[key]
     assert meta["ood"] == {
-        "score": "energy",
+        "score": OOD_SCORE,
         "threshold": meta["verdict"]["ood_threshold"],
         "keep_in_distribution": 0.95,
     }

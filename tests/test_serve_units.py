@@ -12,7 +12,6 @@ import yaml
 from fastapi import APIRouter, Request
 from fastapi.testclient import TestClient
 
-from mycolens.evaluation.calibration import energy_score
 from mycolens.evaluation.safety import decide
 from mycolens.inference.onnx_model import OnnxClassifier
 from mycolens.inference.preprocess import decode_image, normalize, resize_center_crop
@@ -99,7 +98,7 @@ def test_predict_has_every_contract_field_and_the_evaluation_verdict(
     x = normalize(resize_center_crop(decode_image(data), 32), clf.preprocessing["mean"], clf.preprocessing["std"])[None]
     logits = clf.logits(x)
     probs = clf.probabilities(logits)
-    assert body["verdict"] == decide(probs, clf.catalogue.dangerous_mask, clf.rule, energy_score(logits))[0]
+    assert body["verdict"] == decide(probs, clf.catalogue.dangerous_mask, clf.rule, clf.ood_scores(logits))[0]
     assert body == clf.answer(x, top_k=4)[0]
     assert body["abstained"] == (body["verdict"] == "uncertain")
 

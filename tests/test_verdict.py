@@ -105,3 +105,16 @@ def test_batch_of_rows_and_class_count_check(rule: VerdictRule) -> None:
     assert decide(batch, DANGER, rule) == ["edible", "do_not_eat", "do_not_eat"]
     with pytest.raises(ValueError, match="classes"):
         decide(batch[:, :5], DANGER, rule)
+
+
+def test_energy_score_at_a_temperature_separates_saturated_logits() -> None:
+    """-T logsumexp(z / T) at any temperature; a row with no clear winner scores higher than a confident one."""
+    from mycolens.evaluation.calibration import energy_score
+
+    confident = np.array([[12.0, 0.0, 0.0, 0.0]])
+    flat = np.array([[8.0, 7.0, 7.0, 7.0]])  # no clear winner: looks unlike any training class
+    z = np.vstack([confident, flat])
+    assert np.allclose(energy_score(z), -np.log(np.exp(z).sum(axis=1)))
+    t = 0.4
+    assert np.allclose(energy_score(z, t), -t * np.log(np.exp(z / t).sum(axis=1)))
+    assert energy_score(flat, t)[0] > energy_score(confident, t)[0]  # flat = more out-of-distribution

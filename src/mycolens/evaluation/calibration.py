@@ -13,11 +13,18 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def energy_score(logits: np.ndarray) -> np.ndarray:
-    """OOD score: negative log-sum-exp of the logits (higher = less like the training data)."""
-    z = np.asarray(logits, dtype=np.float64)
+OOD_SCORE = "energy(T) = -T logsumexp(logits / T), T = temperature"  # what model.json's OOD threshold applies to
+
+
+def energy_score(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """OOD score -T logsumexp(logits / T) (Liu et al. 2020; higher = less like the training data).
+
+    Taken at the fitted temperature: at T=1 an outlier-exposed model's log-sum-exp saturates and separates far worse.
+    """
+    t = float(temperature)
+    z = np.asarray(logits, dtype=np.float64) / t
     m = z.max(axis=-1)
-    return -(m + np.log(np.exp(z - m[..., None]).sum(axis=-1)))
+    return -t * (m + np.log(np.exp(z - m[..., None]).sum(axis=-1)))
 
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:

@@ -173,14 +173,16 @@ def evaluate_one(
         x_val, y_val = images.get("val", v.image_size, v.mean, v.std)
         val_logits = v.logits(x_val)
         temperature = fit_temperature(val_logits, y_val)
-        v_rule = replace(rule, ood_threshold=ood_threshold(energy_score(val_logits), keep_in_distribution))
+        v_rule = replace(rule, ood_threshold=ood_threshold(energy_score(val_logits, temperature), keep_in_distribution))
     test_logits = v.logits(x_test)
     probs_raw, probs = softmax(test_logits, 1.0), softmax(test_logits, temperature)
     preds = probs.argmax(1)
-    verdicts = decide(probs, dangerous, v_rule, energy_score(test_logits))
+    verdicts = decide(probs, dangerous, v_rule, energy_score(test_logits, temperature))
     if len(x_ood):
         ood_logits = v.logits(x_ood)
-        ood_verdicts = decide(softmax(ood_logits, temperature), dangerous, v_rule, energy_score(ood_logits))
+        ood_verdicts = decide(
+            softmax(ood_logits, temperature), dangerous, v_rule, energy_score(ood_logits, temperature)
+        )
     else:
         ood_verdicts = []
     out: dict[str, Any] = {

@@ -17,7 +17,7 @@ import numpy as np
 from mycolens.catalogue import Catalogue
 from mycolens.cli import UserError
 from mycolens.data.shards import check_catalogue, read_manifest
-from mycolens.evaluation.calibration import energy_score, fit_temperature, ood_threshold, softmax
+from mycolens.evaluation.calibration import OOD_SCORE, energy_score, fit_temperature, ood_threshold, softmax
 from mycolens.evaluation.metrics import unsafe_edible_rate
 from mycolens.evaluation.safety import VerdictRule, decide
 from mycolens.export.checkpoint import check_class_order, count_params_flops, load_checkpoint, torch_logits
@@ -104,7 +104,7 @@ def gate_rate(
     logits: np.ndarray, labels: np.ndarray, temperature: float, rule: VerdictRule, dangerous: list[bool]
 ) -> float:
     """unsafe_edible_rate of logits under the calibrated rule (energy OOD score included)."""
-    verdicts = decide(softmax(logits, temperature), dangerous, rule, energy_score(logits))
+    verdicts = decide(softmax(logits, temperature), dangerous, rule, energy_score(logits, temperature))
     return unsafe_edible_rate(verdicts, labels, dangerous)
 
 
@@ -182,7 +182,9 @@ def export_model(
         cal_logits = onnx_logits(fp32, x_cal, bs)
         temperature = fit_temperature(cal_logits, y_cal)
         keep = float(cal["keep_in_distribution"])
-        rule = dataclasses.replace(settings.rule(), ood_threshold=ood_threshold(energy_score(cal_logits), keep))
+        rule = dataclasses.replace(
+            settings.rule(), ood_threshold=ood_threshold(energy_score(cal_logits, temperature), keep)
+        )
         rates = {
             "fp32": gate_rate(onnx_logits(fp32, x_gate, bs), y_gate, temperature, rule, dangerous),
             "int8": gate_rate(onnx_logits(int8, x_gate, bs), y_gate, temperature, rule, dangerous),
@@ -212,7 +214,7 @@ def export_model(
             "output": {"name": OUTPUT_NAME, "shape": [-1, catalogue.num_classes], "datatype": "FP32"},
             "temperature": float(temperature),
             "verdict": rule.to_dict(),
-            "ood": {"score": "energy", "threshold": float(rule.ood_threshold), "keep_in_distribution": keep},
+            "ood": {"score": OOD_SCORE, "threshold": float(rule.ood_threshold), "keep_in_distribution": keep},
             "files": files,
             "safety_gate": {
                 "passed": bool(max(rates.values()) <= limit),

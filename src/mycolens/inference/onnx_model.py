@@ -98,11 +98,15 @@ class OnnxClassifier:
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         return softmax(logits, float(self.meta["temperature"]))
 
+    def ood_scores(self, logits: np.ndarray) -> np.ndarray:
+        """The OOD score the threshold in model.json was chosen for (energy at the fitted temperature)."""
+        return energy_score(logits, float(self.meta["temperature"]))
+
     def answer(self, x: np.ndarray, top_k: int = 3) -> list[dict[str, Any]]:
         """The HTTP contract's prediction fields for each image of a preprocessed batch."""
         logits = self.logits(x)
         return answers(
-            self.probabilities(logits), energy_score(logits), self.catalogue, self.rule, top_k, self.model_info
+            self.probabilities(logits), self.ood_scores(logits), self.catalogue, self.rule, top_k, self.model_info
         )
 
     @property

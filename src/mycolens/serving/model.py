@@ -14,7 +14,6 @@ import numpy as np
 from PIL import Image
 
 from mycolens.catalogue import Catalogue
-from mycolens.evaluation.calibration import energy_score
 from mycolens.evaluation.safety import VerdictRule
 from mycolens.inference.onnx_model import VARIANTS, ModelRefused, OnnxClassifier, answers
 from mycolens.inference.preprocess import normalize
@@ -141,7 +140,7 @@ class ModelRunner:
         batch = np.stack([fit_crop(img, m.image_size) for img in images])
         logits = m.clf.logits(normalize(batch, m.mean, m.std))
         probs = m.clf.probabilities(logits)
-        out = answers(probs, energy_score(logits), m.catalogue, m.rule, max(top_ks), m.model_info)
+        out = answers(probs, m.clf.ood_scores(logits), m.catalogue, m.rule, max(top_ks), m.model_info)
         results = []
         for ans, p, k in zip(out, probs, top_ks, strict=True):
             ans["top_k"] = ans["top_k"][:k]
