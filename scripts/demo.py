@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -44,30 +45,49 @@ def sample_image() -> Path:
 
 
 def served_prediction(image: Path) -> None:
-    """Start the Serve app on 127.0.0.1, POST the photo, stop it (by pid)."""
+    """Start the Serve app on 127.0.0.1 (its log in logs/demo_serve.log), POST the photo, stop it by pid."""
     import httpx
 
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
-    proc = subprocess.Popen([str(BIN / "serve"), "run", "serve/config.yaml"], cwd=ROOT, env=env)
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get("http://127.0.0.1:8000/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(2)
-        with image.open("rb") as f:
-            r = httpx.post("http://127.0.0.1:8000/predict", files={"file": (image.name, f, "image/jpeg")}, timeout=30)
-        print(f"\nPOST http://127.0.0.1:8000/predict -> {r.status_code}")
-        print(json.dumps(r.json(), indent=2))
-    finally:
-        proc.terminate()
+    log_path = ROOT / "logs" / "demo_serve.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"\n$ serve run serve/config.yaml  (log: {log_path})")
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [str(BIN / "serve"), "run", "serve/config.yaml"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            wait_ready("http://127.0.0.1:8000/readyz", proc, log_path, timeout_s=240)
+            with image.open("rb") as f:
+                files = {"file": (image.name, f, "image/jpeg")}
+                r = httpx.post("http://127.0.0.1:8000/predict", files=files, timeout=30)
+            print(f"POST http://127.0.0.1:8000/predict -> {r.status_code}")
+            print(json.dumps(r.json(), indent=2))
+        finally:
+            proc.send_signal(signal.SIGINT)  # `serve run` shuts the app and its local Ray down on Ctrl-C
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout_s: float) -> None:
+    """Poll `url` until it answers 200; a clear error (with the log's tail) if the server exits or never gets ready."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-20:])
+    raise SystemExit(f"error: the Serve app did not get ready at {url}; last lines of {log_path}:\n{tail}")
 
 
 def main() -> None:
