@@ -104,6 +104,20 @@ def test_asha_sweep_stops_a_trial_early_and_its_best_config_trains(tmp_path: Pat
     assert "run folder:" in train.stdout
 
 
+def test_asha_stops_a_ray_train_trial_and_the_next_trials_get_its_workers(tmp_path: Path, tiny_shards: Path) -> None:
+    # trainer=ray: each trial is a Ray Train run (1 worker, 1 CPU) driven from a 1-CPU trial actor, so on 2 CPUs a
+    # trial only starts once the previous one released its worker. lr=0.3 diverges and is stopped after epoch 1;
+    # the two trials after it must still run to the end (a leaked worker would leave them pending until timeout)
+    cmd = [c for c in sweep_cmd(tmp_path, tiny_shards, "raytrain", [1e-7, 0.3, 1e-7, 1e-7]) if "resources_per" not in c]
+    cmd += ["trainer=ray", "trainer.num_workers=1", "sweep.resources_per_trial.CPU=1", "trainer.max_epochs=3"]
+    done = run_own_group(cmd, timeout=700)
+    assert done.returncode == 0, done.stdout[-4000:]
+    table = pd.read_csv(tmp_path / "sweeps" / "raytrain" / "results.csv").set_index("param:model.optimizer.lr")
+    assert table.loc[0.3, "stopped_early"] and table.loc[0.3, "epochs"] == 1
+    assert (table.loc[1e-7, "epochs"] == 3).all() and len(table) == 4
+    assert (tmp_path / "sweeps" / "raytrain" / "best.ckpt").is_file()
+
+
 def first_finished_trial(tune_dir: Path) -> str | None:
     """The id of a trial whose result.json has its final (done) row, if any."""
     for result in tune_dir.glob("trial_*/result.json"):
