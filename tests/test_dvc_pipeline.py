@@ -121,7 +121,15 @@ def test_exp_run_with_a_train_param_reruns_train_and_later_stages_only(repo):
     assert {"train", "compress", "export", "evaluate"} <= stages and "data" not in stages, log
     assert yaml.safe_load((repo / "params.yaml").read_text())["model"]["optimizer"]["lr"] == 0.01
     assert "model.optimizer.lr" in sh(repo, "dvc", "params", "diff")
-    sh(repo, "git", "checkout", "--", "params.yaml", "dvc.lock")
+    assert "test/accuracy" in sh(repo, "dvc", "metrics", "diff")  # the metrics files are in git, beside dvc.lock
+    # every revision's metrics can be compared: the baseline commit and the experiment both have numbers
+    proc = subprocess.run(["dvc", "exp", "show", "--json"], cwd=repo, env=clean_env(), capture_output=True, text=True)
+    baseline = next(row for row in json.loads(proc.stdout) if row["rev"] != "workspace")
+    (experiment,) = [rev for exp in baseline["experiments"] for rev in exp["revs"]]
+    for row in (baseline, experiment):
+        train = row["data"]["metrics"]["reports/train.json"]
+        assert "data" in train and isinstance(train["data"]["test/accuracy"], float), (row["name"], train)
+    sh(repo, "git", "checkout", "--", "params.yaml", "dvc.lock", "reports")
     sh(repo, "dvc", "checkout", "--force")
 
 

@@ -78,7 +78,7 @@ def render_model_card(catalogue: Catalogue, metrics: dict[str, Any], meta: dict[
         "",
     ]
     src = meta.get("source", {})
-    pre = meta.get("preprocessing", {})
+    pre, ood = meta.get("preprocessing", {}), meta.get("ood", {})
     if meta:
         lines += [
             f"- Source checkpoint: `{src.get('ckpt')}` (backbone `{src.get('backbone')}`, {_fmt(src.get('params'), '{:,}')} parameters, "
@@ -87,8 +87,9 @@ def render_model_card(catalogue: Catalogue, metrics: dict[str, Any], meta: dict[
             f"normalised with mean {pre.get('mean')} and std {pre.get('std')}",
             "- Files: " + ", ".join(f"`{f['path']}` ({f['bytes']:,} bytes)" for f in meta.get("files", {}).values()),
             f"- int8: ONNX Runtime static quantization {meta.get('quantization', {})}",
-            f"- Temperature (fitted on validation): {meta.get('temperature', 0):.3f}; OOD score: energy, threshold "
-            f"{meta.get('ood', {}).get('threshold', 0):.3f} (keeps {meta.get('ood', {}).get('keep_in_distribution', 0):.0%} of validation images)",
+            f"- Temperature (fitted on validation): {meta.get('temperature', 0):.3f}; OOD score: "
+            f"{ood.get('score', 'energy')}, threshold {ood.get('threshold', 0):.3f} "
+            f"(keeps {ood.get('keep_in_distribution', 0):.0%} of validation images)",
         ]
     rule = metrics.get("verdict") or meta.get("verdict", {})
     if rule:
