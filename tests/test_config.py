@@ -82,3 +82,10 @@ def test_bad_override_fails_in_a_few_lines():
     assert proc.returncode != 0
     assert "max_epochz" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) < 10
+
+
+def test_the_committed_params_yaml_is_what_conf_composes() -> None:
+    """A fresh clone's params.yaml (what `dvc params diff` and `dvc exp show` read) never disagrees with conf/."""
+    from mycolens.params import compose_params, dump
+
+    assert (ROOT / "params.yaml").read_text() == dump(compose_params(ROOT / "conf")), "run `python scripts/params.py`"
