@@ -12,7 +12,7 @@ from mycolens.cli import quiet_environment, task
 
 quiet_environment()
 if not any(a.startswith(("task_name=", "+task_name=", "++task_name=")) for a in sys.argv[1:]):
-    sys.argv.append("task_name=compress")  # run folders under logs/compress/ (the composed default says train)
+    sys.argv.insert(1, "task_name=compress")  # run folders under logs/compress/ (the composed default says train)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
