@@ -59,13 +59,10 @@ def batched(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch: int = 
 def scores(logits: np.ndarray, labels: np.ndarray, meta: dict[str, Any]) -> dict[str, float]:
     """Top-1 accuracy and unsafe_edible_rate (dangerous test images called edible) under model.json's rule."""
     from mycolens.catalogue import Catalogue
-    from mycolens.evaluation.calibration import energy_score, softmax
-    from mycolens.evaluation.safety import VerdictRule, decide
+    from mycolens.evaluation.safety import VerdictRule, decide_logits
 
     dangerous = Catalogue.from_dict(meta["catalogue"]).dangerous_mask
-    temperature = float(meta["temperature"])
-    ood = energy_score(logits, temperature)
-    verdicts = np.asarray(decide(softmax(logits, temperature), dangerous, VerdictRule(**meta["verdict"]), ood))
+    verdicts = np.asarray(decide_logits(logits, float(meta["temperature"]), dangerous, VerdictRule(**meta["verdict"])))
     danger = np.asarray(dangerous, bool)[labels]
     unsafe = float((verdicts[danger] == "edible").mean()) if danger.any() else 0.0
     return {"accuracy": round(float((logits.argmax(1) == labels).mean()), 6), "unsafe_edible_rate": round(unsafe, 6)}
@@ -191,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "params": {k: v["params"] for k, v in ops.items()},
         "flops": {k: v["flops"] for k, v in ops.items()},
         "verdict": {
-            "temperature": float(meta.get("temperature", 1.0)),
+            "temperature": float(meta["temperature"]),
             "rule": meta["verdict"],
             "ood": meta["ood"]["score"],
         },

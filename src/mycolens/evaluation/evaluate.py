@@ -23,7 +23,7 @@ from mycolens.cli import UserError
 from mycolens.data.shards import check_catalogue, read_manifest
 from mycolens.evaluation import metrics as M
 from mycolens.evaluation.calibration import energy_score, fit_temperature, ood_threshold, softmax
-from mycolens.evaluation.safety import VerdictRule, decide
+from mycolens.evaluation.safety import VerdictRule, decide_logits
 from mycolens.utils.io import sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -177,12 +177,10 @@ def evaluate_one(
     test_logits = v.logits(x_test)
     probs_raw, probs = softmax(test_logits, 1.0), softmax(test_logits, temperature)
     preds = probs.argmax(1)
-    verdicts = decide(probs, dangerous, v_rule, energy_score(test_logits, temperature))
+    verdicts = decide_logits(test_logits, temperature, dangerous, v_rule)
     if len(x_ood):
         ood_logits = v.logits(x_ood)
-        ood_verdicts = decide(
-            softmax(ood_logits, temperature), dangerous, v_rule, energy_score(ood_logits, temperature)
-        )
+        ood_verdicts = decide_logits(ood_logits, temperature, dangerous, v_rule)
     else:
         ood_verdicts = []
     out: dict[str, Any] = {

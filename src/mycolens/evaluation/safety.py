@@ -57,3 +57,12 @@ def decide(
         else:
             out.append("uncertain")
     return out
+
+
+def decide_logits(
+    logits: np.ndarray, temperature: float, dangerous: Sequence[bool], rule: VerdictRule
+) -> list[Verdict]:
+    """Verdicts for raw logits: calibrated probabilities and the OOD score, both at the fitted temperature."""
+    from mycolens.evaluation.calibration import energy_score, softmax
+
+    return decide(softmax(logits, temperature), dangerous, rule, energy_score(logits, temperature))

@@ -17,9 +17,9 @@ import numpy as np
 from mycolens.catalogue import Catalogue
 from mycolens.cli import UserError
 from mycolens.data.shards import check_catalogue, read_manifest
-from mycolens.evaluation.calibration import OOD_SCORE, energy_score, fit_temperature, ood_threshold, softmax
+from mycolens.evaluation.calibration import OOD_SCORE, energy_score, fit_temperature, ood_threshold
 from mycolens.evaluation.metrics import unsafe_edible_rate
-from mycolens.evaluation.safety import VerdictRule, decide
+from mycolens.evaluation.safety import VerdictRule, decide_logits
 from mycolens.export.checkpoint import check_class_order, count_params_flops, load_checkpoint, torch_logits
 from mycolens.export.inputs import load_images
 from mycolens.export.onnx_export import INPUT_NAME, OUTPUT_NAME, compare_logits, export_onnx, onnx_logits, session
@@ -104,7 +104,7 @@ def gate_rate(
     logits: np.ndarray, labels: np.ndarray, temperature: float, rule: VerdictRule, dangerous: list[bool]
 ) -> float:
     """unsafe_edible_rate of logits under the calibrated rule (energy OOD score included)."""
-    verdicts = decide(softmax(logits, temperature), dangerous, rule, energy_score(logits, temperature))
+    verdicts = decide_logits(logits, temperature, dangerous, rule)
     return unsafe_edible_rate(verdicts, labels, dangerous)
 
 
