@@ -54,10 +54,10 @@ format: venv
 clean:
 	rm -rf logs outputs multirun .pytest_cache .ruff_cache
 
-## serve: the Ray Serve app on http://127.0.0.1:8000 (PROXY=haproxy for Serve's faster HAProxy front)
-PROXY ?= python
+## serve: the Ray Serve app on http://127.0.0.1:8000 with conf/serve's front (PROXY=python for Serve's Python proxy)
+PROXY ?=
 serve: venv
-	RAY_SERVE_ENABLE_HA_PROXY=$(if $(filter haproxy,$(PROXY)),1,0) $(VENV)/bin/serve run serve/config.yaml
+	$(PY) scripts/serve.py $(if $(PROXY),serve.proxy=$(PROXY))
 
 ## predict: offline answer for an image or a folder (IMG=path), no server
 predict: venv

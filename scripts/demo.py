@@ -48,13 +48,12 @@ def served_prediction(image: Path) -> None:
     """Start the Serve app on 127.0.0.1 (its log in logs/demo_serve.log), POST the photo, stop it by pid."""
     import httpx
 
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
     log_path = ROOT / "logs" / "demo_serve.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    print(f"\n$ serve run serve/config.yaml  (log: {log_path})")
+    print(f"\n$ python scripts/serve.py  (serve run serve/config.yaml with conf/serve's front; log: {log_path})")
     with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [str(BIN / "serve"), "run", "serve/config.yaml"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        proc = subprocess.Popen(  # scripts/serve.py execs `serve run`, so proc is the Serve CLI
+            [sys.executable, "scripts/serve.py"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
         )
         try:
             wait_ready("http://127.0.0.1:8000/readyz", proc, log_path, timeout_s=240)

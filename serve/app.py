@@ -66,13 +66,26 @@ def deployment_options(section: dict[str, Any]) -> dict[str, Any]:
     return opts
 
 
+def images_in(groups: list[list[np.ndarray]]) -> int:
+    """Images in a list of ingress groups: the model's @serve.batch counts images, not calls."""
+    return sum(len(g) for g in groups)
+
+
 @serve.deployment(name="MycolensModel")
 class MycolensModel:
     """ONNX Runtime behind @serve.batch; the model folder comes from user_config (or POST /admin/reload)."""
 
-    def __init__(self, threads: int, max_batch_size: int, batch_wait_timeout_s: float, control_poll_s: float) -> None:
+    def __init__(
+        self,
+        threads: int,
+        max_batch_size: int,
+        batch_wait_timeout_s: float,
+        control_poll_s: float,
+        min_batch_size: int = 1,
+    ) -> None:
         self.runner = ModelRunner(threads)
-        self.predict.set_max_batch_size(int(max_batch_size))
+        self.min_batch_size = int(min_batch_size)  # the ingress's group size: a smaller batch could not take one
+        self.predict.set_max_batch_size(max(int(max_batch_size), self.min_batch_size))
         self.predict.set_batch_wait_timeout_s(float(batch_wait_timeout_s))
         self.control_poll_s = float(control_poll_s)
         self.generation = -1
@@ -86,7 +99,12 @@ class MycolensModel:
         """Load the configured model folder; a refused folder keeps the current model (fails only the first load)."""
         batch = user_config.get("batch") or {}
         if "max_batch_size" in batch:
-            self.predict.set_max_batch_size(int(batch["max_batch_size"]))
+            size = int(batch["max_batch_size"])
+            if size < self.min_batch_size:
+                log.warning(
+                    "batch.max_batch_size %d < the ingress group size %d; using %d", size, *[self.min_batch_size] * 2
+                )
+            self.predict.set_max_batch_size(max(size, self.min_batch_size))
         if "batch_wait_timeout_s" in batch:
             self.predict.set_batch_wait_timeout_s(float(batch["batch_wait_timeout_s"]))
         self.config = {
@@ -158,13 +176,18 @@ class MycolensModel:
 
     # ---------------------------------------------------------------- inference
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.003)
-    async def predict(self, images: list[np.ndarray], top_ks: list[int]) -> list[dict[str, Any]]:
-        """One ONNX Runtime run for a batch of uint8 HWC crops (run in a thread: the replica keeps queueing)."""
-        results = await asyncio.to_thread(self.runner.predict, images, top_ks)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.003, batch_size_fn=images_in)
+    async def predict(self, groups: list[list[np.ndarray]], top_ks: list[list[int]]) -> list[list[dict[str, Any]]]:
+        """One ONNX Runtime run for the uint8 HWC crops of several ingress groups (in a thread: the replica keeps queueing)."""
+        images = [img for g in groups for img in g]
+        results = await asyncio.to_thread(self.runner.predict, images, [k for ks in top_ks for k in ks])
         for i, r in enumerate(results):
             r["batch_first"] = i == 0
-        return results
+        out, start = [], 0
+        for g in groups:
+            out.append(results[start : start + len(g)])
+            start += len(g)
+        return out
 
     async def infer(self, x: np.ndarray) -> dict[str, Any]:
         """Probabilities and logits of a preprocessed FP32 NCHW tensor (v2 protocol)."""
@@ -175,7 +198,11 @@ class MycolensModel:
 
 
 class ServeBackend:
-    """The ingress's way to the model deployment, retrying a call whose replica died."""
+    """The ingress's way to the model deployment: concurrent photos go as one call (a group), retried if a replica died.
+
+    Grouping here matters on small machines: each deployment call costs far more CPU than the model's work on one
+    image, so the ingress's own @serve.batch sends one call per group and the model batches the groups again.
+    """
 
     UNAVAILABLE = (
         "RayActorError",
@@ -185,8 +212,12 @@ class ServeBackend:
         "DeploymentUnavailableError",
     )
 
-    def __init__(self, handle: DeploymentHandle, wait_s: float, retries: int = 3) -> None:
-        self.handle, self.wait_s, self.retries = handle, wait_s, retries
+    def __init__(
+        self, handle: DeploymentHandle, wait_s: float, group_size: int, group_wait_s: float, retries: int = 3
+    ) -> None:
+        self.handle, self.wait_s, self.retries, self.group_size = handle, wait_s, retries, int(group_size)
+        self._group.set_max_batch_size(int(group_size))
+        self._group.set_batch_wait_timeout_s(float(group_wait_s))
 
     async def _call(self, method: str, *args: Any) -> Any:
         for attempt in range(self.retries + 1):
@@ -203,8 +234,14 @@ class ServeBackend:
                 await asyncio.sleep(0.1 * (attempt + 1))
         raise AssertionError("unreachable")
 
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002, max_concurrent_batches=4)
+    async def _group(self, images: list[np.ndarray], top_ks: list[int]) -> list[dict[str, Any]]:
+        return await self._call("predict", images, top_ks)
+
     async def predict(self, image: np.ndarray, top_k: int) -> dict[str, Any]:
-        return await self._call("predict", image, top_k)
+        if self.group_size <= 1:
+            return (await self._call("predict", [image], [top_k]))[0]
+        return await self._group(image, top_k)
 
     async def infer(self, x: np.ndarray) -> dict[str, Any]:
         return await self._call("infer", x)
@@ -252,7 +289,8 @@ class MycolensIngress:
         web = _web_module()
         routers = [web.router] if web is not None and hasattr(web, "router") else []
         setups = [web.setup] if web is not None and hasattr(web, "setup") else []
-        backend = ServeBackend(self.model, settings.reload_wait_s)
+        group = self.config["ingress"]["group"]
+        backend = ServeBackend(self.model, settings.reload_wait_s, group["max_size"], group["wait_s"])
         return build_api(settings, backend, ctx, metrics, static_dir=STATIC, routers=routers, setups=setups)
 
 
@@ -260,6 +298,11 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     """Application builder for the Serve config (`import_path: serve.app:build_app`); args: {overrides: [...]}."""
     args = dict(args or {})
     cfg = load_serve_config(args.get("overrides"))
+    if cfg["proxy"] == "haproxy" and os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
+        log.warning(
+            "conf/serve proxy is haproxy, but this Ray started without RAY_SERVE_ENABLE_HA_PROXY=1, so Serve's slower "
+            "Python proxy answers; start with `python scripts/serve.py` (make serve) for the HAProxy front"
+        )
     m = cfg["model"]
     model = MycolensModel.options(
         **deployment_options(m),
@@ -272,6 +315,7 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
         cfg["batch"]["max_batch_size"],
         cfg["batch"]["batch_wait_timeout_s"],
         m["control_poll_s"],
+        cfg["ingress"]["group"]["max_size"],
     )
     return MycolensIngress.options(**deployment_options(cfg["ingress"])).bind(model, cfg)
 

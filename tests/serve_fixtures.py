@@ -27,6 +27,7 @@ from PIL import Image
 from mycolens.catalogue import load_catalogue
 from mycolens.evaluation.calibration import OOD_SCORE, energy_score, ood_threshold
 from mycolens.evaluation.safety import VerdictRule
+from mycolens.serving.front import front_env
 from mycolens.utils.io import sha256_file, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,20 +259,17 @@ def free_port() -> int:
 
 
 def ray_env(proxy: str) -> dict[str, str]:
-    """Environment for a local Ray started by a test: stats off, the proxy mode, short HAProxy drains."""
-    env = {
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "MYCOLENS_ROOT": str(ROOT),
-        "RAY_SERVE_ENABLE_HA_PROXY": "1" if proxy == "haproxy" else "0",
-    }
+    """Environment for a local Ray started by a test: the front of `proxy` (loopback only), short HAProxy drains."""
+    env = {"MYCOLENS_ROOT": str(ROOT), **front_env(proxy, ROOT)}
     if proxy == "haproxy":
+        scratch = f"/tmp/haproxy-serve-{os.getpid()}"
         env.update(
             RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S="1",
             RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S="5",
-            RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=f"/tmp/haproxy-serve-{os.getpid()}/haproxy.cfg",
-            RAY_SERVE_HAPROXY_SOCKET_PATH=f"/tmp/haproxy-serve-{os.getpid()}/admin.sock",
-            RAY_SERVE_HAPROXY_SERVER_STATE_BASE=f"/tmp/haproxy-serve-{os.getpid()}",
-            RAY_SERVE_HAPROXY_SERVER_STATE_FILE=f"/tmp/haproxy-serve-{os.getpid()}/server-state",
+            RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=f"{scratch}/haproxy.cfg",
+            RAY_SERVE_HAPROXY_SOCKET_PATH=f"{scratch}/admin.sock",
+            RAY_SERVE_HAPROXY_SERVER_STATE_BASE=scratch,
+            RAY_SERVE_HAPROXY_SERVER_STATE_FILE=f"{scratch}/server-state",
         )
     return env
 

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from mycolens.serving.front import front_env
+
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -398,8 +400,10 @@ def test_rayservice_pods_get_the_proxy_mode_and_reload_token_conf_serve_names(tm
     serve = effective_serve(tmp_path)
     for where, spec in pod_specs(rayservice()):
         env = {e["name"]: e for e in spec["containers"][0].get("env", [])}
-        haproxy = env.get("RAY_SERVE_ENABLE_HA_PROXY", {}).get("value") == "1"
-        assert haproxy == (serve["proxy"] == "haproxy"), f"{where}: conf/serve proxy is {serve['proxy']}"
+        want = front_env(serve["proxy"], ROOT, loopback=False)
+        for key in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED"):
+            got = env.get(key, {}).get("value", "0")
+            assert got == want.get(key, "0"), f"{where}: {key}={got}, conf/serve proxy is {serve['proxy']}"
         token = env[serve["reload"]["token_env"]]["valueFrom"]["secretKeyRef"]
         assert token["name"] == "mycolens-credentials" and token["optional"] is True, where
 

@@ -345,9 +345,33 @@ def test_model_reload_without_downtime_and_refused_folders(served: Served) -> No
 
 
 def test_http_listens_on_loopback_only(served: Served) -> None:
+    """The app's port, and with HAProxy every port HAProxy opens (stats, Prometheus) and the ingress replica's own."""
+    import psutil
+    from ray.serve._private.constants import (
+        RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT,
+        RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT,
+    )
+
+    listening = [c for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN]
+    assert {c.laddr.ip for c in listening if c.laddr.port == served.port} == {"127.0.0.1"}
+    if PROXY == "haproxy":
+        haproxy = [c for c in listening if process_text(c.pid).startswith("haproxy ")]
+        ingress = [
+            c
+            for c in listening
+            if "MycolensIngress" in process_text(c.pid)
+            and RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT <= c.laddr.port <= RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT
+        ]
+        assert len({c.laddr.port for c in haproxy}) >= 3 and ingress, (haproxy, ingress)  # front, stats, metrics
+        assert {c.laddr.ip for c in haproxy + ingress} == {"127.0.0.1"}, haproxy + ingress
+
+
+def process_text(pid: int | None) -> str:
+    """A process's name and command line ("" when it is gone)."""
     import psutil
 
-    listeners = [
-        c for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == served.port
-    ]
-    assert listeners and {c.laddr.ip for c in listeners} == {"127.0.0.1"}, listeners
+    try:
+        proc = psutil.Process(pid)
+        return f"{proc.name()} {' '.join(proc.cmdline())}"
+    except (psutil.Error, ValueError, TypeError):
+        return ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -448,3 +449,33 @@ def test_the_real_web_module_plugs_into_the_ingress(models: dict[str, Path], tmp
     if (ROOT / "serve" / "static" / "index.html").is_file():
         assert client.get("/").headers["content-type"].startswith("text/html")
     assert "mycolens_hook_errors_total 0.0" in client.get("/metrics").text
+
+
+def test_haproxy_front_keeps_every_listener_on_loopback(tmp_path: Path) -> None:
+    """front_env picks the front; the wrapper rewrites HAProxy's address-less binds to 127.0.0.1 and execs HAProxy."""
+    import subprocess
+
+    from mycolens.serving.front import front_env, loopback_config
+
+    cluster = front_env("haproxy", ROOT, loopback=False)
+    assert cluster["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and "RAY_SERVE_HAPROXY_BINARY_PATH" not in cluster
+    assert front_env("python", ROOT)["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
+    with pytest.raises(ValueError, match="serve.proxy"):
+        front_env("nginx", ROOT)
+    local = front_env("haproxy", ROOT)
+    wrapper = Path(local["RAY_SERVE_HAPROXY_BINARY_PATH"])
+    assert wrapper.is_file() and os.access(wrapper, os.X_OK) and Path(local["MYCOLENS_HAPROXY_BINARY"]).is_file()
+
+    cfg = "frontend prometheus\n    bind :9101\nfrontend http\n    bind 127.0.0.1:8000\nlisten stats\n  bind *:8404\n"
+    assert loopback_config(cfg) == cfg.replace("bind :9101", "bind 127.0.0.1:9101").replace("*:8404", "127.0.0.1:8404")
+    (tmp_path / "haproxy.cfg").write_text(cfg)
+    # the real HAProxy checks the rewritten file (-c: parse only); the wrapper passes the other arguments through
+    out = subprocess.run(
+        [str(wrapper), "-c", "-f", str(tmp_path / "haproxy.cfg")],
+        env={**os.environ, **local},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (tmp_path / "haproxy.cfg.loopback").read_text() == loopback_config(cfg)

@@ -22,10 +22,14 @@ def image_features(crop_hwc: np.ndarray, original_size: Sequence[int] | None = N
     x = np.asarray(crop_hwc)
     if x.ndim != 3 or x.shape[-1] != 3:
         raise ValueError(f"expected an RGB HWC image, got shape {x.shape}")
-    rgb = x.reshape(-1, 3).astype(np.float64)
+    # runs on every served request (the ingress's hook thread): channel-wise max/min on the uint8 planes is ~4x faster
+    # than reductions over a length-3 axis, with the same values
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    hi = np.maximum(np.maximum(r, g), b).astype(np.float64)
+    lo = np.minimum(np.minimum(r, g), b)
+    saturation = np.divide(hi - lo, hi, out=np.zeros_like(hi), where=hi > 0)
+    rgb = x.reshape(-1, 3)
     luma = rgb @ LUMA
-    hi, lo = rgb.max(axis=1), rgb.min(axis=1)
-    saturation = np.where(hi > 0, (hi - lo) / np.maximum(hi, 1e-9), 0.0)
     means = rgb.mean(axis=0)
     out = {
         "brightness": float(luma.mean()),

@@ -1,0 +1,36 @@
+#!/usr/bin/env python3
+"""HAProxy for Ray Serve on one machine, with every listener on 127.0.0.1.
+
+Serve starts it as `RAY_SERVE_HAPROXY_BINARY_PATH` (set by mycolens.serving.front.front_env): it writes the config
+Serve gave (`-f FILE`) to FILE.loopback with the stats and Prometheus listeners bound to 127.0.0.1 (Ray 2.60 binds
+them on every interface), then execs the real HAProxy ($MYCOLENS_HAPROXY_BINARY) with the same arguments.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # no venv needed: front.py is stdlib-only here
+from mycolens.serving.front import loopback_config
+
+
+def main(argv: list[str]) -> None:
+    real = os.environ.get("MYCOLENS_HAPROXY_BINARY")
+    if not real:
+        sys.exit("haproxy_loopback: MYCOLENS_HAPROXY_BINARY is not set (use mycolens.serving.front.front_env)")
+    args = list(argv)
+    if "-f" in args[:-1]:
+        i = args.index("-f") + 1
+        src = Path(args[i])
+        dst = src.with_name(src.name + ".loopback")
+        tmp = dst.with_name(f"{dst.name}.{os.getpid()}")
+        tmp.write_text(loopback_config(src.read_text()))
+        os.replace(tmp, dst)  # a reload never reads half a file
+        args[i] = str(dst)
+    os.execv(real, [real, *args])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

