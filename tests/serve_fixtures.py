@@ -259,13 +259,11 @@ def free_port() -> int:
 
 
 def ray_env(proxy: str) -> dict[str, str]:
-    """Environment for a local Ray started by a test: the front of `proxy` (loopback only), short HAProxy drains."""
+    """Environment for a local Ray started by a test: the front of `proxy` (loopback only), HAProxy files of its own."""
     env = {"MYCOLENS_ROOT": str(ROOT), **front_env(proxy, ROOT)}
     if proxy == "haproxy":
         scratch = f"/tmp/haproxy-serve-{os.getpid()}"
         env.update(
-            RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S="1",
-            RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S="5",
             RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=f"{scratch}/haproxy.cfg",
             RAY_SERVE_HAPROXY_SOCKET_PATH=f"{scratch}/admin.sock",
             RAY_SERVE_HAPROXY_SERVER_STATE_BASE=scratch,

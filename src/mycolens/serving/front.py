@@ -44,6 +44,9 @@ def front_env(proxy: str, root: Path, loopback: bool = True) -> dict[str, str]:
             env.update(
                 RAY_SERVE_HAPROXY_BINARY_PATH=str((root / LOOPBACK_WRAPPER).resolve()),
                 MYCOLENS_HAPROXY_BINARY=haproxy_binary(),
+                # one machine, requests of milliseconds: Ctrl-C should not wait out cluster-sized drains (120 s)
+                RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S="1",
+                RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S="5",
             )
     return env
 
