@@ -24,6 +24,7 @@ from ray.serve.handle import DeploymentHandle
 from mycolens.inference.onnx_model import ModelRefused
 from mycolens.serving.api import build_api
 from mycolens.serving.errors import ApiError
+from mycolens.serving.grouping import Grouper
 from mycolens.serving.hooks import IngressContext, PredictionHooks
 from mycolens.serving.metrics import ServeMetrics
 from mycolens.serving.model import ModelControl, ModelRunner
@@ -201,7 +202,7 @@ class ServeBackend:
     """The ingress's way to the model deployment: concurrent photos go as one call (a group), retried if a replica died.
 
     Grouping here matters on small machines: each deployment call costs far more CPU than the model's work on one
-    image, so the ingress's own @serve.batch sends one call per group and the model batches the groups again.
+    image, so the ingress sends one call per group (mycolens.serving.grouping) and the model batches groups again.
     """
 
     UNAVAILABLE = (
@@ -216,8 +217,7 @@ class ServeBackend:
         self, handle: DeploymentHandle, wait_s: float, group_size: int, group_wait_s: float, retries: int = 3
     ) -> None:
         self.handle, self.wait_s, self.retries, self.group_size = handle, wait_s, retries, int(group_size)
-        self._group.set_max_batch_size(int(group_size))
-        self._group.set_batch_wait_timeout_s(float(group_wait_s))
+        self._group = Grouper(self._send_group, max(1, self.group_size), group_wait_s)
 
     async def _call(self, method: str, *args: Any) -> Any:
         for attempt in range(self.retries + 1):
@@ -234,9 +234,8 @@ class ServeBackend:
                 await asyncio.sleep(0.1 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002, max_concurrent_batches=4)
-    async def _group(self, images: list[np.ndarray], top_ks: list[int]) -> list[dict[str, Any]]:
-        return await self._call("predict", images, top_ks)
+    async def _send_group(self, calls: list[tuple[np.ndarray, int]]) -> list[dict[str, Any]]:
+        return await self._call("predict", [image for image, _ in calls], [k for _, k in calls])
 
     async def predict(self, image: np.ndarray, top_k: int) -> dict[str, Any]:
         if self.group_size <= 1:
