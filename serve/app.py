@@ -1,7 +1,7 @@
 """The Ray Serve application: a FastAPI ingress and an ONNX Runtime model deployment with dynamic batching.
 
-Start it with `serve run serve/config.yaml` (or `serve deploy serve/config.yaml` on a cluster). Settings come from
-conf/serve (composed with Hydra; overrides in the Serve config's `args.overrides`); the model folder and variant are
+Start it with `python scripts/serve.py` (`make serve`: `serve run serve/config.yaml` with conf/serve's HAProxy front)
+or `serve deploy serve/config.yaml` on a cluster. Settings come from conf/serve (composed with Hydra; overrides in the Serve config's `args.overrides`); the model folder and variant are
 the model deployment's `user_config`, so a changed config swaps the model in place through `reconfigure()`.
 """
 
