@@ -20,6 +20,8 @@ def main(argv: list[str]) -> None:
     real = os.environ.get("MYCOLENS_HAPROXY_BINARY")
     if not real:
         sys.exit("haproxy_loopback: MYCOLENS_HAPROXY_BINARY is not set (use mycolens.serving.front.front_env)")
+    if Path(real).resolve() == Path(__file__).resolve():
+        sys.exit("haproxy_loopback: MYCOLENS_HAPROXY_BINARY points at this wrapper, not at HAProxy")
     args = list(argv)
     if "-f" in args[:-1]:
         i = args.index("-f") + 1

