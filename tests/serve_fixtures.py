@@ -259,11 +259,13 @@ def free_port() -> int:
 
 
 def ray_env(proxy: str) -> dict[str, str]:
-    """Environment for a local Ray started by a test: the front of `proxy` (loopback only), HAProxy files of its own."""
+    """Environment for a local Ray started by a test: the front of `proxy` (loopback only), HAProxy ports and files of its own."""
     env = {"MYCOLENS_ROOT": str(ROOT), **front_env(proxy, ROOT)}
     if proxy == "haproxy":
         scratch = f"/tmp/haproxy-serve-{os.getpid()}"
-        env.update(
+        env.update(  # ports and files of its own, so it runs beside a `make serve` (HAProxy's stats/metrics: 8404/9101)
+            RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()),
+            RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()),
             RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=f"{scratch}/haproxy.cfg",
             RAY_SERVE_HAPROXY_SOCKET_PATH=f"{scratch}/admin.sock",
             RAY_SERVE_HAPROXY_SERVER_STATE_BASE=scratch,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -490,3 +491,33 @@ def test_haproxy_front_keeps_every_listener_on_loopback(tmp_path: Path, monkeypa
         timeout=60,
     )
     assert looped.returncode != 0 and "points at this wrapper" in looped.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_haproxy_started_through_the_wrapper_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """A Serve actor killed by Ray must not leave HAProxy holding its ports."""
+    import subprocess
+
+    import psutil
+
+    from mycolens.serving.front import front_env
+    from tests.serve_fixtures import free_port
+
+    env = {**os.environ, **front_env("haproxy", ROOT)}
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(f"defaults\n    mode http\n    timeout client 5s\nfrontend f\n    bind :{free_port()}\n")
+    parent = (  # starts HAProxy through the wrapper, prints its pid, then dies without cleaning up
+        "import subprocess, sys, time, os\n"
+        f"p = subprocess.Popen([{str(env['RAY_SERVE_HAPROXY_BINARY_PATH'])!r}, '-db', '-f', {str(cfg)!r}],\n"
+        "                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "print(p.pid, flush=True); time.sleep(1.5); os._exit(0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", parent], env=env, capture_output=True, text=True, timeout=60)
+    pid = int(out.stdout.split()[0])
+    try:
+        psutil.Process(pid).wait(timeout=10)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        os.kill(pid, 9)
+        pytest.fail("HAProxy outlived the process that started it")

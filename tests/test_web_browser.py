@@ -85,10 +85,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         f"monitoring.feedback.dir={feedback}",
         f"monitoring.feedback.max_bytes={FEEDBACK_MAX_BYTES}",
     ]
-    # HAProxy's stats and metrics listeners have fixed default ports: free ones, so a second Serve can run beside
-    ports = {"RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()), "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port())}
-    saved = {k: os.environ.get(k) for k in ports}
-    os.environ.update(ports)
     start_ray(PROXY)
     port = free_port()
     config = write_serve_config(tmp / "serve.yaml", port, overrides, {"model_dir": str(model_dir), "variant": "fp32"})
@@ -102,8 +98,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     finally:
         serve.shutdown()
         ray.shutdown()
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 @pytest.fixture(scope="module")
