@@ -91,8 +91,8 @@ def multipart(data: bytes, boundary: str = "mycolensbench") -> bytes:
     return head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
 
 
-async def load(url: str, bodies: list[bytes], clients: int, seconds: float) -> dict[str, Any]:
-    """N clients posting in a loop for `seconds` (after 1 s warm-up): rate, latency percentiles, errors."""
+async def load(url: str, bodies: list[bytes], clients: int, seconds: float, warmup_s: float = 1.0) -> dict[str, Any]:
+    """N clients posting in a loop for `seconds` (after `warmup_s` of the same load): rate, latency percentiles, errors."""
     import aiohttp
 
     headers = {"Content-Type": "multipart/form-data; boundary=mycolensbench"}
@@ -118,7 +118,7 @@ async def load(url: str, bodies: list[bytes], clients: int, seconds: float) -> d
     conn = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as session:
         tasks = [asyncio.create_task(client(k, session)) for k in range(clients)]
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(warmup_s)
         phase["measure"], start = True, time.perf_counter()
         await asyncio.sleep(seconds)
         phase["stop"], wall = True, time.perf_counter() - start
@@ -160,13 +160,15 @@ def served(
     out = {}
     try:
         for variant in variants:
+            serve.delete("mycolens")  # each variant on fresh replicas: none of the last one's teardown in its window
             serve.run(
                 build_app({"overrides": [f"serve.model_dir={model_dir}", f"serve.variant={variant}"]}),
                 name="mycolens",
                 route_prefix="/",
             )
             wait_ready(base)
-            res = asyncio.run(load(f"{base}/predict", bodies, clients, seconds))
+            # 3 s of warm-up load: the front (HAProxy reloads as replicas come up) and the replicas settle first
+            res = asyncio.run(load(f"{base}/predict", bodies, clients, seconds, warmup_s=3.0))
             one = asyncio.run(load(f"{base}/predict", bodies, 1, max(3.0, seconds / 2)))
             res["p50_ms_1_client"] = one["p50_ms"]
             res["errors"] += one["errors"]
