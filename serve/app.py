@@ -1,8 +1,9 @@
 """The Ray Serve application: a FastAPI ingress and an ONNX Runtime model deployment with dynamic batching.
 
 Start it with `python scripts/serve.py` (`make serve`: `serve run serve/config.yaml` with conf/serve's HAProxy front)
-or `serve deploy serve/config.yaml` on a cluster. Settings come from conf/serve (composed with Hydra; overrides in the Serve config's `args.overrides`); the model folder and variant are
-the model deployment's `user_config`, so a changed config swaps the model in place through `reconfigure()`.
+or `serve deploy serve/config.yaml` on a cluster. Settings come from conf/serve (composed with Hydra; overrides in
+the Serve config's `args.overrides`); the model folder and variant are the model deployment's `user_config`, so a
+changed config swaps the model in place through `reconfigure()`.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class MycolensModel:
             size = int(batch["max_batch_size"])
             if size < self.min_batch_size:
                 log.warning(
-                    "batch.max_batch_size %d < the ingress group size %d; using %d", size, *[self.min_batch_size] * 2
+                    "batch.max_batch_size %d < the ingress group size %d; using the latter", size, self.min_batch_size
                 )
             self.predict.set_max_batch_size(max(size, self.min_batch_size))
         if "batch_wait_timeout_s" in batch:
@@ -179,7 +180,7 @@ class MycolensModel:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.003, batch_size_fn=images_in)
     async def predict(self, groups: list[list[np.ndarray]], top_ks: list[list[int]]) -> list[list[dict[str, Any]]]:
-        """One ONNX Runtime run for the uint8 HWC crops of several ingress groups (in a thread: the replica keeps queueing)."""
+        """One ONNX Runtime run for the uint8 crops of several ingress groups (in a thread: the replica keeps queueing)."""
         images = [img for g in groups for img in g]
         results = await asyncio.to_thread(self.runner.predict, images, [k for ks in top_ks for k in ks])
         for i, r in enumerate(results):
@@ -216,8 +217,8 @@ class ServeBackend:
     def __init__(
         self, handle: DeploymentHandle, wait_s: float, group_size: int, group_wait_s: float, retries: int = 3
     ) -> None:
-        self.handle, self.wait_s, self.retries, self.group_size = handle, wait_s, retries, int(group_size)
-        self._group = Grouper(self._send_group, max(1, self.group_size), group_wait_s)
+        self.handle, self.wait_s, self.retries = handle, wait_s, retries
+        self._group = Grouper(self._send_group, max(1, int(group_size)), group_wait_s)  # size 1: sent at once
 
     async def _call(self, method: str, *args: Any) -> Any:
         for attempt in range(self.retries + 1):
@@ -238,8 +239,6 @@ class ServeBackend:
         return await self._call("predict", [image for image, _ in calls], [k for _, k in calls])
 
     async def predict(self, image: np.ndarray, top_k: int) -> dict[str, Any]:
-        if self.group_size <= 1:
-            return (await self._call("predict", [image], [top_k]))[0]
         return await self._group(image, top_k)
 
     async def infer(self, x: np.ndarray) -> dict[str, Any]:

@@ -493,7 +493,6 @@ def test_haproxy_front_keeps_every_listener_on_loopback(tmp_path: Path, monkeypa
     assert looped.returncode != 0 and "points at this wrapper" in looped.stderr
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_haproxy_started_through_the_wrapper_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
     """A Serve actor killed by Ray must not leave HAProxy holding its ports."""
     import subprocess
