@@ -273,7 +273,9 @@ class MycolensIngress:
     """FastAPI ingress (mycolens.serving.api.build_api) in front of the model deployment."""
 
     def __init__(self, model: DeploymentHandle, config: dict[str, Any]) -> None:
-        self.model, self.config = model, config
+        # A handle made here follows this cluster's Serve settings (gRPC between deployments when throughput-optimized);
+        # the bound one carries the settings of whichever process built the app (a test, a notebook).
+        self.model, self.config = serve.get_deployment_handle(model.deployment_name, model.app_name), config
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         settings = ServeSettings.from_config(self.config)
