@@ -13,6 +13,7 @@ import importlib
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,10 @@ from mycolens.serving.api import build_api
 from mycolens.serving.errors import ApiError
 from mycolens.serving.grouping import Grouper
 from mycolens.serving.hooks import IngressContext, PredictionHooks
+from mycolens.serving.images import answer_photos
 from mycolens.serving.metrics import ServeMetrics
 from mycolens.serving.model import ModelControl, ModelRunner
-from mycolens.serving.settings import ServeSettings, ort_threads, resolve_path
+from mycolens.serving.settings import Limits, ServeSettings, ort_threads, resolve_path
 
 log = logging.getLogger("ray.serve")
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +77,11 @@ def images_in(groups: list[list[np.ndarray]]) -> int:
 
 @serve.deployment(name="MycolensModel")
 class MycolensModel:
-    """ONNX Runtime behind @serve.batch; the model folder comes from user_config (or POST /admin/reload)."""
+    """Photo decode (a thread pool) and ONNX Runtime behind @serve.batch; the model folder comes from user_config.
+
+    Decoding here, not in the ingress, keeps the ingress's one Python thread for HTTP and sizes every crop for the
+    model that runs it (even mid-reload); the model folder can also be swapped by POST /admin/reload.
+    """
 
     def __init__(
         self,
@@ -83,12 +89,16 @@ class MycolensModel:
         max_batch_size: int,
         batch_wait_timeout_s: float,
         control_poll_s: float,
+        limits: Limits,
+        decode_threads: int,
         min_batch_size: int = 1,
     ) -> None:
         self.runner = ModelRunner(threads)
+        self.limits = limits
+        self.pool = ThreadPoolExecutor(max(1, int(decode_threads)), thread_name_prefix="mycolens-decode")
         self.min_batch_size = int(min_batch_size)  # the ingress's group size: a smaller batch could not take one
-        self.predict.set_max_batch_size(max(int(max_batch_size), self.min_batch_size))
-        self.predict.set_batch_wait_timeout_s(float(batch_wait_timeout_s))
+        self.run_batch.set_max_batch_size(max(int(max_batch_size), self.min_batch_size))
+        self.run_batch.set_batch_wait_timeout_s(float(batch_wait_timeout_s))
         self.control_poll_s = float(control_poll_s)
         self.generation = -1
         self.config: dict[str, str] | None = None
@@ -106,9 +116,9 @@ class MycolensModel:
                 log.warning(
                     "batch.max_batch_size %d < the ingress group size %d; using the latter", size, self.min_batch_size
                 )
-            self.predict.set_max_batch_size(max(size, self.min_batch_size))
+            self.run_batch.set_max_batch_size(max(size, self.min_batch_size))
         if "batch_wait_timeout_s" in batch:
-            self.predict.set_batch_wait_timeout_s(float(batch["batch_wait_timeout_s"]))
+            self.run_batch.set_batch_wait_timeout_s(float(batch["batch_wait_timeout_s"]))
         self.config = {
             "model_dir": str(resolve_path(user_config["model_dir"])),
             "variant": str(user_config.get("variant", "int8")),
@@ -178,9 +188,17 @@ class MycolensModel:
 
     # ---------------------------------------------------------------- inference
 
+    async def predict(self, photos: list[bytes], top_ks: list[int]) -> list[dict[str, Any]]:
+        """Answers for one ingress group of photo bytes; a bad photo's entry is {"error": {status, code, message}}.
+
+        Groups decode concurrently (the pool) while earlier ones are in run_batch, so decode and inference overlap.
+        """
+        size = self.runner.require().image_size
+        return await answer_photos(photos, top_ks, size, self.limits, self.pool, self.run_batch)
+
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.003, batch_size_fn=images_in)
-    async def predict(self, groups: list[list[np.ndarray]], top_ks: list[list[int]]) -> list[list[dict[str, Any]]]:
-        """One ONNX Runtime run for the uint8 crops of several ingress groups (in a thread: the replica keeps queueing)."""
+    async def run_batch(self, groups: list[list[np.ndarray]], top_ks: list[list[int]]) -> list[list[dict[str, Any]]]:
+        """One ONNX Runtime run for the uint8 crops of several groups (in a thread: the replica keeps queueing)."""
         images = [img for g in groups for img in g]
         results = await asyncio.to_thread(self.runner.predict, images, [k for ks in top_ks for k in ks])
         for i, r in enumerate(results):
@@ -235,11 +253,11 @@ class ServeBackend:
                 await asyncio.sleep(0.1 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    async def _send_group(self, calls: list[tuple[np.ndarray, int]]) -> list[dict[str, Any]]:
-        return await self._call("predict", [image for image, _ in calls], [k for _, k in calls])
+    async def _send_group(self, calls: list[tuple[bytes, int]]) -> list[dict[str, Any]]:
+        return await self._call("predict", [photo for photo, _ in calls], [k for _, k in calls])
 
-    async def predict(self, image: np.ndarray, top_k: int) -> dict[str, Any]:
-        return await self._group(image, top_k)
+    async def predict(self, photo: bytes, top_k: int) -> dict[str, Any]:
+        return await self._group(photo, top_k)
 
     async def infer(self, x: np.ndarray) -> dict[str, Any]:
         return await self._call("infer", x)
@@ -304,6 +322,7 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
             "Python proxy answers; start with `python scripts/serve.py` (make serve) for the HAProxy front"
         )
     m = cfg["model"]
+    settings = ServeSettings.from_config(cfg)
     model = MycolensModel.options(
         **deployment_options(m),
         user_config={"model_dir": cfg["model_dir"], "variant": cfg["variant"]},
@@ -315,6 +334,8 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
         cfg["batch"]["max_batch_size"],
         cfg["batch"]["batch_wait_timeout_s"],
         m["control_poll_s"],
+        settings.limits,
+        settings.decode_threads,
         cfg["ingress"]["group"]["max_size"],
     )
     return MycolensIngress.options(**deployment_options(cfg["ingress"])).bind(model, cfg)

@@ -62,7 +62,7 @@ def make_client(
     )  # type: ignore[arg-type]
     runner = ModelRunner(threads=1)
     runner.load(model_dir, cfg["variant"])
-    app = build_api(settings, LocalBackend(runner), ctx, metrics, **kw)
+    app = build_api(settings, LocalBackend(runner, settings.limits, settings.decode_threads), ctx, metrics, **kw)
     return TestClient(app), ctx, runner
 
 

@@ -20,10 +20,10 @@ from mycolens.inference.onnx_model import ModelRefused
 from mycolens.serving import schemas, v2
 from mycolens.serving.errors import ApiError, error_body, validation_message
 from mycolens.serving.hooks import IngressContext
-from mycolens.serving.images import image_to_crop
+from mycolens.serving.images import answer_photos
 from mycolens.serving.metrics import MetricsMiddleware, ServeMetrics
 from mycolens.serving.model import ModelRunner
-from mycolens.serving.settings import ServeSettings
+from mycolens.serving.settings import Limits, ServeSettings
 from mycolens.serving.uploads import extract_image, read_limited
 
 log = logging.getLogger(__name__)
@@ -68,9 +68,11 @@ V2_INFER_DOC = {
 
 
 class Backend(Protocol):
-    """Runs the model: Ray Serve handles in serve/app.py, a ModelRunner in-process for tests and local use."""
+    """Decodes photos and runs the model: Ray Serve handles in serve/app.py, in-process for tests and local use."""
 
-    async def predict(self, image: np.ndarray, top_k: int) -> dict[str, Any]: ...
+    async def predict(self, photo: bytes, top_k: int) -> dict[str, Any]:
+        """{answer, probs, batch_size, crop, original_size}, or {"error": {status, code, message}} for a bad photo."""
+        ...
 
     async def infer(self, x: np.ndarray) -> dict[str, Any]: ...
 
@@ -80,13 +82,18 @@ class Backend(Protocol):
 
 
 class LocalBackend:
-    """The model in this process (tests, or serving without Ray)."""
+    """The model in this process (tests, or serving without Ray): the same decode and answers as the model deployment."""
 
-    def __init__(self, runner: ModelRunner) -> None:
-        self.runner = runner
+    def __init__(self, runner: ModelRunner, limits: Limits, decode_threads: int = 1) -> None:
+        self.runner, self.limits = runner, limits
+        self.pool = ThreadPoolExecutor(max(1, decode_threads), thread_name_prefix="mycolens-decode")
 
-    async def predict(self, image: np.ndarray, top_k: int) -> dict[str, Any]:
-        return (await asyncio.to_thread(self.runner.predict, [image], [top_k]))[0]
+    async def _run(self, crops: list[np.ndarray], top_ks: list[int]) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.runner.predict, crops, top_ks)
+
+    async def predict(self, photo: bytes, top_k: int) -> dict[str, Any]:
+        size = self.runner.require().image_size
+        return (await answer_photos([photo], [top_k], size, self.limits, self.pool, self._run))[0]
 
     async def infer(self, x: np.ndarray) -> dict[str, Any]:
         return await asyncio.to_thread(self.runner.infer, x)
@@ -165,7 +172,6 @@ def build_api(
 ) -> FastAPI:
     """The ingress app: /predict, /model, health, /metrics, the v2 protocol, /admin/reload, the page and plug-in routers."""
     lim = settings.limits
-    pool = ThreadPoolExecutor(max_workers=max(1, settings.decode_threads), thread_name_prefix="mycolens-decode")
     view = ModelView(backend, metrics)
     ctx.model_info = view.get
     app = FastAPI(
@@ -196,15 +202,18 @@ def build_api(
         k = top_k or lim.default_top_k
         body = await read_limited(request.stream(), lim.max_body_bytes, request.headers.get("content-length"))
         data = extract_image(body, request.headers.get("content-type"))
-        size = int((await model_info())["input_size"])
-        crop, original_size = await asyncio.get_running_loop().run_in_executor(pool, image_to_crop, data, size, lim)
-        result = await backend.predict(crop, k)
+        try:
+            result = await backend.predict(data, k)
+        except ModelRefused as exc:  # no model loaded yet
+            raise ApiError(503, "model_unavailable", str(exc)) from None
+        if "error" in result:
+            raise ApiError(**result["error"])
         answer = result["answer"]
         view.seen(answer["model"])
         metrics.verdicts.labels(answer["verdict"]).inc()
         if result.get("batch_first", True):
             metrics.batch_size.observe(result["batch_size"])
-        ctx.hooks.emit(crop, np.asarray(result["probs"]), original_size)
+        ctx.hooks.emit(result["crop"], np.asarray(result["probs"]), tuple(result["original_size"]))
         return JSONResponse(answer)
 
     @app.get("/healthz", response_model=schemas.Health, tags=["health"])

@@ -44,7 +44,7 @@ class ServeSettings:
                 default_top_k=int(cfg["top_k"]["default"]),
                 max_v2_batch=int(lim["max_v2_batch"]),
             ),
-            decode_threads=int(cfg["ingress"]["decode_threads"]),
+            decode_threads=int(cfg["model"]["decode_threads"]),
             hook_queue_size=int(cfg["hooks"]["queue_size"]),
             reload_token_env=str(cfg["reload"]["token_env"]),
             reload_wait_s=float(cfg["reload"]["wait_s"]),
