@@ -13,7 +13,7 @@ from pathlib import Path
 
 import hydra
 import yaml
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mycolens.cli import quiet_environment, task
 
@@ -43,7 +43,7 @@ def serve_config(base: dict, overrides: list[str], model_dir: str | None, varian
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from mycolens.serving.front import front_env
+    from mycolens.serving.front import front_env, grpc_message_bytes
     from mycolens.utils.io import write_bytes_atomic
 
     given = [o for o in HydraConfig.get().overrides.task if o.lstrip("+~").startswith("serve.")]
@@ -58,7 +58,8 @@ def main(cfg: DictConfig) -> None:
             str(cfg.serve.variant) if "serve.variant" in keys else None,
         )
         config = write_bytes_atomic(Path(cfg.paths.output_dir) / "serve_config.yaml", yaml.safe_dump(edited).encode())
-    env = {**os.environ, **front_env(str(cfg.serve.proxy), ROOT)}
+    serve_cfg = OmegaConf.to_container(cfg.serve, resolve=True)
+    env = {**os.environ, **front_env(str(cfg.serve.proxy), ROOT, max_message_bytes=grpc_message_bytes(serve_cfg))}
     serve_bin = Path(sys.executable).with_name("serve")
     print(f"$ serve run {config}  ({cfg.serve.proxy} front, http://{cfg.serve.host}:{cfg.serve.port})", flush=True)
     os.chdir(ROOT)  # the config's import_path (serve.app) and relative model folder are from the repository root

@@ -26,6 +26,7 @@ from ray.serve.handle import DeploymentHandle
 from mycolens.inference.onnx_model import ModelRefused
 from mycolens.serving.api import build_api
 from mycolens.serving.errors import ApiError
+from mycolens.serving.front import grpc_message_bytes
 from mycolens.serving.grouping import Grouper
 from mycolens.serving.hooks import IngressContext, PredictionHooks
 from mycolens.serving.images import answer_photos
@@ -79,8 +80,8 @@ def images_in(groups: list[list[np.ndarray]]) -> int:
 class MycolensModel:
     """Photo decode (a thread pool) and ONNX Runtime behind @serve.batch; the model folder comes from user_config.
 
-    Decoding here, not in the ingress, keeps the ingress's one Python thread for HTTP and sizes every crop for the
-    model that runs it (even mid-reload); the model folder can also be swapped by POST /admin/reload.
+    Decoding here, not in the ingress, keeps the ingress's one Python thread for HTTP and cuts crops at the input
+    size of the model this replica runs; the model folder can also be swapped by POST /admin/reload.
     """
 
     def __init__(
@@ -320,6 +321,14 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
         log.warning(
             "conf/serve proxy is haproxy, but this Ray started without RAY_SERVE_ENABLE_HA_PROXY=1, so Serve's slower "
             "Python proxy answers; start with `python scripts/serve.py` (make serve) for the HAProxy front"
+        )
+    grpc_limit = int(os.environ.get("RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH", 4 * 2**20))
+    if os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1" and grpc_limit < grpc_message_bytes(cfg):
+        log.warning(
+            "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH=%d is below a group of photos at the body limit (%d bytes): "
+            "large photos will fail; start with `python scripts/serve.py`, which sets it",
+            grpc_limit,
+            grpc_message_bytes(cfg),
         )
     m = cfg["model"]
     settings = ServeSettings.from_config(cfg)

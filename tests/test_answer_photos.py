@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mycolens.serving import images
 from mycolens.serving.errors import ApiError
 from mycolens.serving.images import answer_photos
 from mycolens.serving.settings import Limits
@@ -46,7 +47,7 @@ def test_good_and_bad_photos_keep_their_order_and_good_ones_share_one_model_call
     assert (err.status, err.code) == (400, "not_image")
 
 
-def test_a_group_of_bad_photos_never_calls_the_model_and_unexpected_errors_propagate() -> None:
+def test_a_group_of_bad_photos_never_calls_the_model_and_model_errors_propagate() -> None:
     async def predict(crops: list[np.ndarray], top_ks: list[int]) -> list[dict[str, Any]]:
         raise AssertionError("no good photo, no model call")
 
@@ -59,3 +60,23 @@ def test_a_group_of_bad_photos_never_calls_the_model_and_unexpected_errors_propa
 
         with pytest.raises(RuntimeError, match="model crashed"):
             asyncio.run(answer_photos([jpeg(50, 50, 1)], [1], 32, LIMITS, pool, broken))
+
+
+def test_a_decoder_failure_fails_that_photo_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = images.image_to_crop
+
+    def flaky(data: bytes, size: int, limits: Limits) -> Any:
+        if data == b"boom":
+            raise ValueError("decoder bug")
+        return real(data, size, limits)
+
+    async def predict(crops: list[np.ndarray], top_ks: list[int]) -> list[dict[str, Any]]:
+        return [{"k": k} for k in top_ks]
+
+    monkeypatch.setattr(images, "image_to_crop", flaky)
+    with ThreadPoolExecutor(2) as pool:
+        out = asyncio.run(
+            answer_photos([jpeg(50, 50, 1), b"boom", jpeg(50, 50, 2)], [1, 2, 3], 32, LIMITS, pool, predict)
+        )
+    assert out[0]["k"] == 1 and out[2]["k"] == 3
+    assert out[1] == {"error": {"status": 500, "code": "internal", "message": "internal error (ValueError)"}}

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mycolens.serving.front import front_env
+from mycolens.serving.front import front_env, grpc_message_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -400,8 +400,12 @@ def test_rayservice_pods_get_the_proxy_mode_and_reload_token_conf_serve_names(tm
     serve = effective_serve(tmp_path)
     for where, spec in pod_specs(rayservice()):
         env = {e["name"]: e for e in spec["containers"][0].get("env", [])}
-        want = front_env(serve["proxy"], ROOT, loopback=False)
-        for key in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED"):
+        want = front_env(serve["proxy"], ROOT, loopback=False, max_message_bytes=grpc_message_bytes(serve))
+        for key in (
+            "RAY_SERVE_ENABLE_HA_PROXY",
+            "RAY_SERVE_THROUGHPUT_OPTIMIZED",
+            "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH",
+        ):
             got = env.get(key, {}).get("value", "0")
             assert got == want.get(key, "0"), f"{where}: {key}={got}, conf/serve proxy is {serve['proxy']}"
         token = env[serve["reload"]["token_env"]]["valueFrom"]["secretKeyRef"]

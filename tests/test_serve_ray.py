@@ -42,7 +42,7 @@ OVERRIDES = [
     "serve.model.num_replicas=2",
     "serve.model.ray_actor_options.num_cpus=0.5",
     "serve.ingress.ray_actor_options.num_cpus=0.25",
-    "serve.limits.max_body_bytes=2000000",
+    "serve.limits.max_body_bytes=8000000",  # a photo over 4 MiB (gRPC's default message limit) must pass
     "serve.model.control_poll_s=0.5",
 ]
 
@@ -211,7 +211,7 @@ def test_bad_input_never_hurts_the_service(served: Served) -> None:
             r = predict(c, data, f"{name}.img")
             assert r.status_code == 200 and set(r.json()) == ANSWER_FIELDS, name
         assert_error(
-            c.post("/predict", content=b"\xff\xd8" + b"x" * 2_500_000, headers={"content-type": "image/jpeg"}),
+            c.post("/predict", content=b"\xff\xd8" + b"x" * 8_500_000, headers={"content-type": "image/jpeg"}),
             413,
             "too_large",
         )
@@ -225,6 +225,15 @@ def test_bad_input_never_hurts_the_service(served: Served) -> None:
         for bad in ({"shape": [1, 3, 16, 16]}, {"datatype": "FP64"}, {"data": [1.0]}):
             assert_error(c.post("/v2/models/mycolens/infer", json={"inputs": [ok | bad]}), 422)
             assert c.post("/v2/models/mycolens/infer", json={"inputs": [ok]}).status_code == 200
+
+
+def test_a_phone_sized_photo_over_4_mib_is_answered(served: Served) -> None:
+    """Photo bytes go from the ingress to the model deployment over Serve's gRPC, whose default limit is 4 MiB."""
+    big = image_bytes(size=(2000, 1500), quality=100)
+    assert 4 * 2**20 < len(big) < 8_000_000
+    with httpx.Client(base_url=served.base, timeout=60) as c:
+        r = predict(c, big)
+        assert r.status_code == 200 and set(r.json()) == ANSWER_FIELDS, r.text
 
 
 def test_v2_round_trip_equals_in_process_probabilities(served: Served) -> None:

@@ -456,7 +456,7 @@ def test_haproxy_front_keeps_every_listener_on_loopback(tmp_path: Path, monkeypa
     """front_env picks the front; the wrapper rewrites HAProxy's address-less binds to 127.0.0.1 and execs HAProxy."""
     import subprocess
 
-    from mycolens.serving.front import front_env, loopback_config
+    from mycolens.serving.front import front_env, grpc_message_bytes, loopback_config
 
     # a process that already started a Ray with this front (the tests do) must still find the real HAProxy
     monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(ROOT / "serve" / "haproxy_loopback.py"))
@@ -464,6 +464,12 @@ def test_haproxy_front_keeps_every_listener_on_loopback(tmp_path: Path, monkeypa
     cluster = front_env("haproxy", ROOT, loopback=False)
     assert cluster["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and "RAY_SERVE_HAPROXY_BINARY_PATH" not in cluster
     assert front_env("python", ROOT)["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
+    # gRPC between deployments must take a whole group of photos at the body limit (default 4 MiB would not)
+    serve_cfg = load_serve_config([])
+    group = serve_cfg["ingress"]["group"]["max_size"] * serve_cfg["limits"]["max_body_bytes"]
+    assert int(cluster["RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH"]) >= grpc_message_bytes(serve_cfg) > group
+    big = load_serve_config(["serve.limits.max_body_bytes=50000000"])
+    assert grpc_message_bytes(big) > 4 * 50_000_000
     with pytest.raises(ValueError, match="serve.proxy"):
         front_env("nginx", ROOT)
     local = front_env("haproxy", ROOT)

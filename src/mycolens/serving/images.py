@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any
@@ -13,6 +14,7 @@ from mycolens.inference.preprocess import ImageRejected, decode_image, resize_ce
 from mycolens.serving.errors import ApiError, from_rejection
 from mycolens.serving.settings import Limits
 
+log = logging.getLogger(__name__)
 Predict = Callable[[list[np.ndarray], list[int]], Awaitable[list[dict[str, Any]]]]
 
 
@@ -40,21 +42,27 @@ async def answer_photos(
 ) -> list[dict[str, Any]]:
     """Decode photos in `pool` (all at once) and answer the good ones with one `predict` call, in order.
 
-    A good photo's entry is predict's result plus its `crop` and `original_size`; a bad one's is error_entry's.
+    A good photo's entry is predict's result plus its `crop` and `original_size`; a bad one's is error_entry's (the
+    contract's 4xx, or 500 if the decoder itself failed).
     """
     loop = asyncio.get_running_loop()
     decoded = await asyncio.gather(
         *(loop.run_in_executor(pool, image_to_crop, p, size, limits) for p in photos), return_exceptions=True
     )
+    out: list[dict[str, Any]] = []
     for d in decoded:
-        if isinstance(d, BaseException) and not isinstance(d, ApiError):
+        if isinstance(d, asyncio.CancelledError):
             raise d
-    good = [i for i, d in enumerate(decoded) if not isinstance(d, BaseException)]
-    results = iter(await predict([decoded[i][0] for i in good], [top_ks[i] for i in good]) if good else [])
-    out = []
-    for d in decoded:
         if isinstance(d, ApiError):
             out.append(error_entry(d))
+        elif isinstance(d, BaseException):  # a decoder bug fails this photo only, not the others of its group
+            log.error("decoding a photo failed", exc_info=d)
+            out.append(error_entry(ApiError(500, "internal", f"internal error ({d.__class__.__name__})")))
         else:
-            out.append({**next(results), "crop": d[0], "original_size": d[1]})
+            out.append({"crop": d[0], "original_size": d[1]})
+    good = [entry for entry in out if "crop" in entry]
+    if good:
+        results = await predict([e["crop"] for e in good], [k for k, e in zip(top_ks, out, strict=True) if "crop" in e])
+        for entry, result in zip(good, results, strict=True):
+            entry.update(result)
     return out
