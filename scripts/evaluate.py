@@ -19,11 +19,11 @@ if not any(a.lstrip("+").startswith("task_name=") for a in sys.argv[1:]):
 
 def table(report: dict) -> str:
     """variant x accuracy, unsafe_edible_rate, ood_abstain_rate, ece (after temperature)."""
-    cols = ("accuracy", "unsafe_edible_rate", "ood_abstain_rate", "ece")
+    cols = ("accuracy", "unsafe_edible_rate", "abstain_rate", "ood_abstain_rate", "ood_abstain_rate_min", "ood_edible", "ece", "aurc")
     rows = [("variant", *cols)]
     for name, v in report["variants"].items():
         mark = "*" if name == report["served"] else ""
-        rows.append((name + mark, *("n/a" if v.get(c) is None else f"{v[c]:.4f}" for c in cols)))
+        rows.append((name + mark, *("n/a" if v.get(c) is None else f"{v[c]:.4f}" if isinstance(v[c], float) else str(v[c]) for c in cols)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(cols) + 1)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows)
 
@@ -46,19 +46,30 @@ def main(cfg: DictConfig) -> None:
     unknown = [v for v in ev.variants if v not in ev.sources]
     if unknown:
         raise UserError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(ev.sources)}")
+    from mycolens.ood.fit import OodSettings
+
     rule = VerdictRule(**{k: float(v) for k, v in cfg.export.verdict.items()})
+    ood = OodSettings.from_config(
+        float(cfg.export.calibration.keep_in_distribution), OmegaConf.to_container(cfg.export.ood, resolve=True)
+    )
+    gate_conf = cfg.export.safety_gate
     report = evaluate_variants(
         cfg.data.shards_dir,
         load_catalogue(cfg.catalogue),
         {name: ev.sources[name] for name in ev.variants},
         served=str(ev.served),
         rule=rule,
-        gate_limit=float(ev.gate_limit),
+        ood=ood,
+        gate={
+            "limit": float(ev.gate_limit),
+            "min_ood_abstain": float(gate_conf.min_ood_abstain),
+            "max_ood_edible": int(gate_conf.max_ood_edible),
+        },
         reports_dir=ev.output_dir,
         plots_dir=ev.plots_dir,
         card_path=ev.model_card,
         model_metrics_path=ev.model_metrics,
-        keep_in_distribution=float(cfg.export.calibration.keep_in_distribution),
+        ood_sets_dir=ev.ood_sets.dir,
         ece_bins=int(ev.ece_bins),
         latency=OmegaConf.to_container(ev.latency, resolve=True),
         threads=int(ev.threads),
@@ -66,11 +77,17 @@ def main(cfg: DictConfig) -> None:
     )
     print(table(report))
     print(f"(* served) metrics: {ev.output_dir}/metrics.json, plots: {ev.plots_dir}, model card: {ev.model_card}")
+    served = report["variants"][report["served"]]
+    for name, m in served["ood_sets"].items():
+        reasons = ", ".join(f"{k} {n}" for k, n in m["reasons"].items())
+        print(f"ood set {name}: {m['images']} images, abstained {m['abstain_rate']:.4f}, edible {m['edible']} ({reasons})")
     gate = report["safety_gate"]
     if not gate["passed"]:
         raise UserError(
             f"safety gate failed: {gate['variant']} calls {gate['unsafe_edible_rate']:.4f} of poisonous/deadly test images "
-            f"edible (limit {gate['limit']})"
+            f"edible (limit {gate['limit']}); OOD sets under {gate['min_ood_abstain']} abstention: "
+            f"{', '.join(gate['ood_below_limit']) or 'none'}; OOD images called edible: {gate['ood_edible']} "
+            f"(max {gate['max_ood_edible']})"
         )
 
 

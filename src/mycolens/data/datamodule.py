@@ -25,12 +25,23 @@ def decode_split(shards_dir: str | Path, split: str, image_size: int) -> tuple[t
     return x, y
 
 
-def outlier_images(n: int, image_size: int, seed: int) -> torch.Tensor:
-    """n synthetic not-a-mushroom images (uint8 NCHW) for outlier exposure; label -1 in training batches."""
-    from mycolens.data.generate import generate_ood_rows
+def outlier_images(outliers: dict[str, Any], image_size: int) -> torch.Tensor:
+    """conf/data's `outliers`: not-a-mushroom images (uint8 NCHW) for outlier exposure; label -1 in training batches.
 
-    rows = generate_ood_rows(n, image_size, seed, jpeg_quality=90)
-    images = [resize_center_crop(decode_image(r["image"]), image_size) for r in rows]
+    Each passes through a JPEG round trip (quality 90), as the shards' photos do, so no codec trace tells them apart.
+    """
+    from mycolens.data.generate import encode_jpeg
+    from mycolens.data.outliers import render_outliers
+
+    raw = render_outliers(
+        list(outliers["families"]),
+        int(outliers["images"]),
+        image_size,
+        int(outliers["seed"]),
+        float(outliers.get("greyscale_share", 0.0)),
+        float(outliers.get("jitter_share", 0.0)),
+    )
+    images = [resize_center_crop(decode_image(encode_jpeg(im, 90)), image_size) for im in raw]
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -78,8 +89,7 @@ class ShardDataModule(LightningDataModule):
         pin_memory: bool = False,
         augment: dict[str, Any] | None = None,
         persistent_workers: bool = False,
-        outliers: int = 0,
-        outlier_seed: int = 0,
+        outliers: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -112,8 +122,8 @@ class ShardDataModule(LightningDataModule):
             if split in self.splits:
                 continue
             x, y = decode_split(self.shards_dir, split, hp.image_size)
-            if split == "train" and hp.outliers:
-                ox = outlier_images(hp.outliers, hp.image_size, hp.outlier_seed)
+            if split == "train" and hp.outliers and int(hp.outliers.get("images", 0)):
+                ox = outlier_images(dict(hp.outliers), hp.image_size)
                 x, y = torch.cat([x, ox]), torch.cat([y, torch.full((len(ox),), -1, dtype=torch.long)])
             tf = train_transform(hp.image_size, self.mean, self.std, dict(hp.augment or {})) if split == "train" else ev
             self.splits[split] = TensorImages(x, y, tf)

@@ -22,8 +22,9 @@ from mycolens.catalogue import Catalogue
 from mycolens.cli import UserError
 from mycolens.data.shards import check_catalogue, read_manifest
 from mycolens.evaluation import metrics as M
-from mycolens.evaluation.calibration import energy_score, fit_temperature, ood_threshold, softmax
-from mycolens.evaluation.safety import VerdictRule, decide_logits
+from mycolens.evaluation.calibration import softmax
+from mycolens.evaluation.safety import VerdictRule, judge_outputs
+from mycolens.ood.fit import fitted_on
 from mycolens.utils.io import sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,9 @@ SUMMARY_KEYS = (
     "poison_cost",
     "abstain_rate",
     "ood_abstain_rate",
+    "ood_abstain_rate_min",
+    "ood_edible",
+    "aurc",
 )
 
 
@@ -50,7 +54,7 @@ class Variant:
     image_size: int
     mean: list[float]
     std: list[float]
-    logits: Callable[[np.ndarray], np.ndarray]
+    outputs: Callable[[np.ndarray], dict[str, np.ndarray]]  # {logits[, feature_score, input_stats]}
     params: int
     flops: int
     temperature: float | None = None
@@ -71,31 +75,28 @@ def machine() -> str:
     return f"{name}, {os.cpu_count()} CPUs"
 
 
-def load_torch_variant(name: str, path: Path, catalogue: Catalogue, batch_size: int) -> Variant:
-    from mycolens.export.checkpoint import check_class_order, count_params_flops, load_checkpoint, torch_logits
+def load_torch_variant(
+    name: str, path: Path, catalogue: Catalogue, batch_size: int, images: Any, fit_split: str, normalize: bool
+) -> Variant:
+    """A checkpoint with its scores fitted as the export fits them (feature centres on `fit_split`)."""
+    from mycolens.export.checkpoint import check_class_order, count_params_flops, load_checkpoint
+    from mycolens.ood.scored import build_scored_net, scored_outputs
 
     model = load_checkpoint(path)
     check_class_order(model.catalogue, catalogue, f"variant {name} ({path})")
     hp = model.hparams
-    size = int(hp.image_size)
+    size, mean, std = int(hp.image_size), list(hp.mean), list(hp.std)
     params, flops = count_params_flops(model.net, size)
-    net = model.net.eval()
+    x_fit, y_fit = images.get(fit_split, size, mean, std)
+    scored = build_scored_net(model.net.eval(), x_fit, y_fit, mean, std, normalize, batch_size)
     return Variant(
-        name,
-        "torch",
-        path,
-        size,
-        list(hp.mean),
-        list(hp.std),
-        lambda x: torch_logits(net, x, batch_size),
-        params,
-        flops,
+        name, "torch", path, size, mean, std, lambda x: scored_outputs(scored, x, batch_size), params, flops
     )
 
 
 def load_onnx_variant(name: str, path: Path, catalogue: Catalogue, batch_size: int, threads: int) -> Variant:
     """An ONNX file of a model folder, verified against its model.json (hash, class order); the gate is not required."""
-    from mycolens.export.onnx_export import onnx_logits
+    from mycolens.export.onnx_export import onnx_outputs
     from mycolens.inference.onnx_model import ModelRefused, make_session, read_model_json
 
     try:
@@ -117,11 +118,11 @@ def load_onnx_variant(name: str, path: Path, catalogue: Catalogue, batch_size: i
         int(pre["image_size"]),
         list(pre["mean"]),
         list(pre["std"]),
-        lambda x: onnx_logits(sess, x, batch_size),
+        lambda x: onnx_outputs(sess, x, batch_size),
         int(src.get("params", 0)),
         int(src.get("flops", 0)),
         temperature=float(meta["temperature"]),
-        rule=VerdictRule(**meta["verdict"]),
+        rule=VerdictRule.from_dict(meta["verdict"]),
         meta=meta,
     )
 
@@ -132,6 +133,31 @@ def check_class_order_onnx(meta: dict[str, Any], catalogue: Catalogue, name: str
     if meta.get("classes") != [c["id"] for c in meta["catalogue"]["classes"]]:
         raise UserError(f"variant {name}: model.json's classes and catalogue disagree; export again")
     check_class_order(Catalogue.from_dict(meta["catalogue"]), catalogue, f"variant {name} ({path})")
+
+
+def risk_coverage(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Coverage and risk (error rate of the answered) when answering the most confident first, and their AURC."""
+    order = np.argsort(-np.asarray(confidence), kind="stable")
+    errors = 1.0 - np.asarray(correct, np.float64)[order]
+    n = np.arange(1, len(order) + 1)
+    risk = np.cumsum(errors) / n
+    coverage = n / max(len(order), 1)
+    return coverage, risk, float(risk.mean()) if len(risk) else 0.0
+
+
+def ood_set_metrics(judged: list[tuple[str, str | None]]) -> dict[str, Any]:
+    """Abstention, edible count and abstain reasons on one OOD set."""
+    verdicts = np.asarray([v for v, _ in judged])
+    reasons: dict[str, int] = {}
+    for _, r in judged:
+        if r is not None:
+            reasons[r] = reasons.get(r, 0) + 1
+    return {
+        "images": len(judged),
+        "abstain_rate": float(np.mean(verdicts == "uncertain")) if len(judged) else None,
+        "edible": int(np.sum(verdicts == "edible")),
+        "reasons": dict(sorted(reasons.items())),
+    }
 
 
 def measure_latency(
@@ -156,33 +182,37 @@ def measure_latency(
 def evaluate_one(
     v: Variant,
     images: Any,
+    ood_sets: dict[str, Callable[[int, list[float], list[float]], np.ndarray]],
     catalogue: Catalogue,
     rule: VerdictRule,
-    keep_in_distribution: float,
+    ood: Any,
     bins: int,
     latency: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Metrics of one variant, plus the arrays the plots need."""
+    from mycolens.ood.fit import fit_rule
+
     dangerous = catalogue.dangerous_mask
     x_test, y_test = images.get("test", v.image_size, v.mean, v.std)
-    x_ood, _ = images.get("ood", v.image_size, v.mean, v.std)
     keep = y_test >= 0
     x_test, y_test = x_test[keep], y_test[keep]
     temperature, v_rule = v.temperature, v.rule
-    if temperature is None or v_rule is None:
+    if temperature is None or v_rule is None:  # a checkpoint: fitted as the export fits an ONNX model
         x_val, y_val = images.get("val", v.image_size, v.mean, v.std)
-        val_logits = v.logits(x_val)
-        temperature = fit_temperature(val_logits, y_val)
-        v_rule = replace(rule, ood_threshold=ood_threshold(energy_score(val_logits, temperature), keep_in_distribution))
-    test_logits = v.logits(x_test)
+        x_fit, _ = images.get("train", v.image_size, v.mean, v.std)
+        temperature, v_rule = fit_rule(rule, v.outputs(x_val), y_val, v.outputs(x_fit)["input_stats"], ood)
+    test_out = v.outputs(x_test)
+    test_logits = test_out["logits"]
     probs_raw, probs = softmax(test_logits, 1.0), softmax(test_logits, temperature)
     preds = probs.argmax(1)
-    verdicts = decide_logits(test_logits, temperature, dangerous, v_rule)
-    if len(x_ood):
-        ood_logits = v.logits(x_ood)
-        ood_verdicts = decide_logits(ood_logits, temperature, dangerous, v_rule)
-    else:
-        ood_verdicts = []
+    verdicts = [verdict for verdict, _ in judge_outputs(test_out, temperature, dangerous, v_rule)]
+    per_set = {
+        name: ood_set_metrics(judge_outputs(v.outputs(load(v.image_size, v.mean, v.std)), temperature, dangerous, v_rule))
+        for name, load in ood_sets.items()
+    }
+    ood_verdicts = [verdict for verdict, _ in judge_outputs(v.outputs(ood_sets["synthetic"](v.image_size, v.mean, v.std)), temperature, dangerous, v_rule)] if "synthetic" in ood_sets else []
+    coverage, risk, aurc = risk_coverage(probs.max(1), preds == y_test)
+    rates = [m["abstain_rate"] for m in per_set.values() if m["abstain_rate"] is not None]
     out: dict[str, Any] = {
         "format": v.kind,
         "path": str(v.path),
@@ -192,6 +222,11 @@ def evaluate_one(
         "ece": M.ece(probs, y_test, bins),
         "temperature": float(temperature),
         "ood_threshold": float(v_rule.ood_threshold),
+        "feature_threshold": float(v_rule.feature_threshold),
+        "aurc": aurc,
+        "ood_sets": per_set,
+        "ood_abstain_rate_min": min(rates) if rates else None,
+        "ood_edible": int(sum(m["edible"] for m in per_set.values())),
         "unsafe_edible_rate": M.unsafe_edible_rate(verdicts, y_test, dangerous),
         "poison_cost": M.poison_cost(y_test, preds, dangerous),
         "abstain_rate": M.abstain_rate(verdicts),
@@ -202,10 +237,11 @@ def evaluate_one(
         "flops": int(v.flops),
         "file_bytes": v.path.stat().st_size,
         "test_images": len(y_test),
-        "ood_images": len(x_ood),
+        "ood_images": len(ood_verdicts),
     }
-    out.update(measure_latency(v.logits, v.image_size, latency["batch_sizes"], latency["repeats"], latency["warmup"]))
-    arrays = {"labels": y_test, "preds": preds, "probs_raw": probs_raw, "probs": probs}
+    logits_only = lambda x: v.outputs(x)["logits"]  # noqa: E731
+    out.update(measure_latency(logits_only, v.image_size, latency["batch_sizes"], latency["repeats"], latency["warmup"]))
+    arrays = {"labels": y_test, "preds": preds, "probs_raw": probs_raw, "probs": probs, "coverage": coverage, "risk": risk}
     return out, arrays
 
 
@@ -216,12 +252,13 @@ def evaluate_variants(
     *,
     served: str,
     rule: VerdictRule,
-    gate_limit: float,
+    ood: Any,
+    gate: dict[str, Any],
     reports_dir: str | Path,
     plots_dir: str | Path | None = None,
     card_path: str | Path | None = None,
     model_metrics_path: str | Path | None = None,
-    keep_in_distribution: float = 0.95,
+    ood_sets_dir: str | Path | None = None,
     ece_bins: int = 15,
     latency: dict[str, Any] | None = None,
     threads: int = 0,
@@ -229,11 +266,14 @@ def evaluate_variants(
 ) -> dict[str, Any]:
     """Evaluate each named variant file (.ckpt or .onnx), write metrics.json, plots and the model card; return the metrics.
 
-    The safety gate is computed for `served` (its test unsafe_edible_rate against `gate_limit`) and recorded under
-    "safety_gate"; raising on failure is left to the caller.
+    `rule` holds the verdict thresholds (conf/export) and `ood` the OodSettings a checkpoint's scores are fitted
+    with. The safety gate is computed for `served` (test unsafe_edible_rate against gate["limit"], abstention on
+    every named OOD set against gate["min_ood_abstain"], OOD edible count against gate["max_ood_edible"]) and
+    recorded under "safety_gate"; raising on failure is left to the caller.
     """
+    from mycolens.data.ood_sets import load_ood_sets, ood_set_names
     from mycolens.evaluation.card import write_model_card
-    from mycolens.evaluation.plots import plot_confusion, plot_reliability
+    from mycolens.evaluation.plots import plot_confusion, plot_reliability, plot_risk_coverage
     from mycolens.export.inputs import ImageCache
 
     if served not in variants:
@@ -254,6 +294,29 @@ def evaluate_variants(
 
         torch.set_num_threads(int(threads))
     images = ImageCache(shards_dir)
+    set_cache: dict[tuple, dict[str, np.ndarray]] = {}
+
+    def named_sets(size: int, mean: list[float], std: list[float]) -> dict[str, np.ndarray]:
+        key = (size, tuple(mean), tuple(std))
+        if key not in set_cache:
+            try:
+                set_cache[key] = load_ood_sets(ood_sets_dir, size, mean, std) if ood_sets_dir else {}
+            except FileNotFoundError as exc:
+                raise UserError(str(exc)) from None
+        return set_cache[key]
+
+    try:
+        set_names = ["synthetic", *(ood_set_names(ood_sets_dir) if ood_sets_dir else [])]
+    except FileNotFoundError as exc:
+        raise UserError(str(exc)) from None
+    ood_sets: dict[str, Callable[[int, list[float], list[float]], np.ndarray]] = {
+        name: (
+            (lambda size, mean, std: images.get("ood", size, mean, std)[0])
+            if name == "synthetic"
+            else (lambda size, mean, std, name=name: named_sets(size, mean, std)[name])
+        )
+        for name in set_names
+    }
     results: dict[str, dict[str, Any]] = {}
     arrays: dict[str, dict[str, np.ndarray]] = {}
     served_meta = None
@@ -263,19 +326,25 @@ def evaluate_variants(
         if path.suffix == ".onnx":
             v = load_onnx_variant(name, path, catalogue, batch_size, threads)
         elif path.suffix == ".ckpt":
-            v = load_torch_variant(name, path, catalogue, batch_size)
+            v = load_torch_variant(name, path, catalogue, batch_size, images, "train", ood.feature_normalize)
         else:
             raise UserError(f"variant {name}: {path} is neither a .ckpt nor an .onnx file")
-        results[name], arrays[name] = evaluate_one(v, images, catalogue, rule, keep_in_distribution, ece_bins, latency)
+        results[name], arrays[name] = evaluate_one(v, images, ood_sets, catalogue, rule, ood, ece_bins, latency)
         if name == served:
             served_meta = v.meta
     s = results[served]
+    min_abstain, max_edible = float(gate["min_ood_abstain"]), int(gate["max_ood_edible"])
+    low = sorted(n for n, m in s["ood_sets"].items() if m["abstain_rate"] is not None and m["abstain_rate"] < min_abstain)
     gate = {
-        "passed": bool(s["unsafe_edible_rate"] <= gate_limit),
-        "limit": float(gate_limit),
+        "passed": bool(s["unsafe_edible_rate"] <= float(gate["limit"]) and not low and s["ood_edible"] <= max_edible),
+        "limit": float(gate["limit"]),
         "variant": served,
         "unsafe_edible_rate": s["unsafe_edible_rate"],
         "split": "test",
+        "min_ood_abstain": min_abstain,
+        "ood_below_limit": low,
+        "max_ood_edible": max_edible,
+        "ood_edible": s["ood_edible"],
     }
     report: dict[str, Any] = {
         **{k: s[k] for k in SUMMARY_KEYS},
@@ -284,7 +353,9 @@ def evaluate_variants(
         "safety_gate": gate,
         "variants": results,
         "classes": catalogue.ids,
-        "verdict": (served_meta or {}).get("verdict") or replace(rule, ood_threshold=s["ood_threshold"]).to_dict(),
+        "verdict": (served_meta or {}).get("verdict") or replace(rule, ood_threshold=s["ood_threshold"], feature_threshold=s["feature_threshold"]).to_dict(),
+        "fitted_on": fitted_on("train", "val"),
+        "ood_sets": {name: {"images": m["images"]} for name, m in s["ood_sets"].items()},
         "data": {
             "test_images": s["test_images"],
             "ood_images": s["ood_images"],
@@ -303,6 +374,8 @@ def evaluate_variants(
         plot_reliability(
             a["probs_raw"], a["probs"], a["labels"], Path(plots_dir) / "reliability.png", s["temperature"], ece_bins
         )
+        curves = {n: (arr["coverage"], arr["risk"], results[n]["aurc"], 1.0 - results[n]["abstain_rate"]) for n, arr in arrays.items()}
+        plot_risk_coverage(curves, Path(plots_dir) / "risk_coverage.png")
     if card_path:
         write_model_card(card_path, catalogue, report, served_meta)
     if model_metrics_path and served_meta is not None and Path(model_metrics_path).parent.is_dir():

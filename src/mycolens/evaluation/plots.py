@@ -91,3 +91,22 @@ def plot_reliability(
     axes[0].legend(loc="upper left", fontsize=8)
     fig.suptitle("reliability on the test split", fontsize=11)
     return _save(fig, path)
+
+
+def plot_risk_coverage(curves: dict[str, tuple[np.ndarray, np.ndarray, float, float]], path: str | Path) -> Path:
+    """Error rate of the answered photos vs the share answered, per variant (AURC in the legend; the dot is the
+    coverage the verdict rule actually answers at)."""
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    for name, (coverage, risk, aurc, answered) in curves.items():
+        (line,) = ax.plot(coverage, risk, label=f"{name} (AURC {aurc:.4f})")
+        if len(coverage):
+            k = int(np.clip(round(answered * len(coverage)) - 1, 0, len(coverage) - 1))
+            ax.plot([coverage[k]], [risk[k]], "o", color=line.get_color())
+    ax.set_xlabel("coverage (share of test photos answered, most confident first)")
+    ax.set_ylabel("risk (error rate of the answered)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("selective prediction: risk vs coverage (dot: the verdict rule's coverage)")
+    return _save(fig, path)

@@ -17,13 +17,24 @@ import numpy as np
 from mycolens.catalogue import Catalogue
 from mycolens.cli import UserError
 from mycolens.data.shards import check_catalogue, read_manifest
-from mycolens.evaluation.calibration import OOD_SCORE, energy_score, fit_temperature, ood_threshold
+from mycolens.evaluation.calibration import OOD_SCORE
 from mycolens.evaluation.metrics import unsafe_edible_rate
-from mycolens.evaluation.safety import VerdictRule, decide_logits
-from mycolens.export.checkpoint import check_class_order, count_params_flops, load_checkpoint, torch_logits
+from mycolens.evaluation.safety import VerdictRule, decide_outputs
+from mycolens.export.checkpoint import check_class_order, count_params_flops, load_checkpoint
 from mycolens.export.inputs import load_images
-from mycolens.export.onnx_export import INPUT_NAME, OUTPUT_NAME, compare_logits, export_onnx, onnx_logits, session
+from mycolens.export.onnx_export import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    compare_logits,
+    compare_scores,
+    export_onnx,
+    onnx_outputs,
+    session,
+)
 from mycolens.export.quantize import quantize_int8, resolve_settings
+from mycolens.ood.fit import OodSettings, fit_rule, fitted_on
+from mycolens.ood.input_stats import STAT_NAMES
+from mycolens.ood.scored import OUTPUT_NAMES, build_scored_net, scored_outputs
 from mycolens.utils.io import atomic_dir, sha256_file
 
 log = logging.getLogger(__name__)
@@ -48,6 +59,7 @@ class ExportSettings:
     check: dict[str, Any]
     quantize: dict[str, Any]
     calibration: dict[str, Any]
+    ood: dict[str, Any]
     verdict: dict[str, Any]
     safety_gate: dict[str, Any]
     seed: int = 0
@@ -64,6 +76,9 @@ class ExportSettings:
 
     def rule(self) -> VerdictRule:
         return VerdictRule(**{k: float(v) for k, v in self.verdict.items() if k != "ood_threshold"})
+
+    def ood_settings(self) -> OodSettings:
+        return OodSettings.from_config(float(self.calibration["keep_in_distribution"]), self.ood)
 
 
 def package_versions() -> dict[str, str]:
@@ -101,11 +116,48 @@ def check_writable(out_dir: Path) -> None:
 
 
 def gate_rate(
-    logits: np.ndarray, labels: np.ndarray, temperature: float, rule: VerdictRule, dangerous: list[bool]
+    outputs: dict[str, np.ndarray], labels: np.ndarray, temperature: float, rule: VerdictRule, dangerous: list[bool]
 ) -> float:
-    """unsafe_edible_rate of logits under the calibrated rule (energy OOD score included)."""
-    verdicts = decide_logits(logits, temperature, dangerous, rule)
+    """unsafe_edible_rate of the model's outputs under the calibrated rule (every abstention signal included)."""
+    verdicts = decide_outputs(outputs, temperature, dangerous, rule)
     return unsafe_edible_rate(verdicts, labels, dangerous)
+
+
+def ood_gate(
+    sessions: dict[str, Any],
+    sets: dict[str, np.ndarray],
+    temperature: float,
+    rule: VerdictRule,
+    dangerous: list[bool],
+    batch_size: int,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Abstention rate and edible count per variant and named OOD set."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for variant, sess in sessions.items():
+        out[variant] = {}
+        for name, x in sets.items():
+            verdicts = np.asarray(decide_outputs(onnx_outputs(sess, x, batch_size), temperature, dangerous, rule))
+            out[variant][name] = {
+                "images": len(x),
+                "abstain_rate": float(np.mean(verdicts == "uncertain")) if len(x) else 1.0,
+                "edible": int(np.sum(verdicts == "edible")),
+            }
+    return out
+
+
+def named_ood_sets(
+    shards_dir: str | Path, ood_dir: str | Path | None, size: int, mean: list[float], std: list[float]
+) -> dict[str, np.ndarray]:
+    """The shards' synthetic ood split plus every set of the ood_sets folder (test data: checked, never fitted)."""
+    from mycolens.data.ood_sets import load_ood_sets
+
+    sets = {"synthetic": load_images(shards_dir, "ood", size, mean, std)[0]}
+    if ood_dir is not None:
+        try:
+            sets.update(load_ood_sets(ood_dir, size, mean, std))
+        except FileNotFoundError as exc:
+            raise UserError(str(exc)) from None
+    return sets
 
 
 def export_model(
@@ -142,55 +194,72 @@ def export_model(
                 raise UserError(f"the {split} split of {shards_dir} is empty; the export needs it")
         return cache[split, limit]
 
+    ood = settings.ood_settings()
     x_check, _ = images(chk["split"])
     x_cal, y_cal = images(cal["split"])
     x_gate, y_gate = images(gate["split"])
+    x_fit, y_fit = images(settings.ood["feature"]["fit_split"])
     x_calib, _ = images(q["calibration_split"], limit=int(q["calibration_images"]))
     quant = resolve_settings(
         q["activation_type"], q["weight_type"], q["reduce_range"], q["per_channel"], q["calibrate_method"], len(x_calib)
     )
     params, flops = count_params_flops(net, size)
-    torch_check = torch_logits(net, x_check, bs)
+    log.info("fitting the feature score on %s %s images", len(x_fit), settings.ood["feature"]["fit_split"])
+    scored = build_scored_net(net, x_fit, y_fit, mean, std, ood.feature_normalize, bs)
+    torch_check = scored_outputs(scored, x_check, bs)
+    ood_sets = named_ood_sets(shards_dir, gate.get("ood_sets_dir"), size, mean, std)
 
     with atomic_dir(out_dir) as tmp:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the model folder is meant to be shared
         log.info("exporting %s to ONNX (opset %s)", ckpt_path, settings.opset)
-        export_onnx(net, tmp / FP32_FILE, size, int(settings.opset))
+        export_onnx(scored, tmp / FP32_FILE, size, int(settings.opset), OUTPUT_NAMES)
         fp32 = session(tmp / FP32_FILE)
-        fp32_check = onnx_logits(fp32, x_check, bs)
-        fp32_vs_torch = compare_logits(torch_check, fp32_check)
-        if fp32_vs_torch["max_abs_diff"] > float(chk["max_abs_diff"]) or fp32_vs_torch["top1_agreement"] < float(
-            chk["min_top1_agreement"]
+        fp32_check = onnx_outputs(fp32, x_check, bs)
+        fp32_vs_torch = {
+            **compare_logits(torch_check["logits"], fp32_check["logits"]),
+            **compare_scores(torch_check, fp32_check),
+        }
+        if (
+            fp32_vs_torch["max_abs_diff"] > float(chk["max_abs_diff"])
+            or fp32_vs_torch["top1_agreement"] < float(chk["min_top1_agreement"])
+            or fp32_vs_torch.get("feature_score_max_rel_diff", 0.0) > float(chk["max_score_rel_diff"])
+            or fp32_vs_torch.get("input_stats_max_abs_diff", 0.0) > float(chk["max_abs_diff"])
         ):
             raise ExportCheckFailed(
                 f"ONNX fp32 differs from PyTorch on {fp32_vs_torch['images']} {chk['split']} images: max |diff| "
                 f"{fp32_vs_torch['max_abs_diff']:.3g} (limit {chk['max_abs_diff']}), top-1 agreement "
-                f"{fp32_vs_torch['top1_agreement']:.4f} (min {chk['min_top1_agreement']}); nothing was written"
+                f"{fp32_vs_torch['top1_agreement']:.4f} (min {chk['min_top1_agreement']}), feature score rel. diff "
+                f"{fp32_vs_torch.get('feature_score_max_rel_diff', 0.0):.3g} (limit {chk['max_score_rel_diff']}), "
+                f"input stats |diff| {fp32_vs_torch.get('input_stats_max_abs_diff', 0.0):.3g}; nothing was written"
             )
         log.info("quantizing to int8 with %s calibration images (%s)", len(x_calib), quant)
         quantize_int8(tmp / FP32_FILE, tmp / INT8_FILE, x_calib, quant, batch_size=bs)
         int8 = session(tmp / INT8_FILE)
-        int8_vs_fp32 = compare_logits(fp32_check, onnx_logits(int8, x_check, bs))
+        int8_check = onnx_outputs(int8, x_check, bs)
+        int8_vs_fp32 = {
+            **compare_logits(fp32_check["logits"], int8_check["logits"]),
+            **compare_scores(fp32_check, int8_check),
+        }
         if int8_vs_fp32["top1_agreement"] < float(chk["int8_min_top1_agreement"]):
             raise ExportCheckFailed(
                 f"int8 ONNX agrees with fp32 on only {int8_vs_fp32['top1_agreement']:.4f} of {chk['split']} images "
                 f"(min {chk['int8_min_top1_agreement']}); try more export.quantize.calibration_images; nothing was written"
             )
 
-        cal_logits = onnx_logits(fp32, x_cal, bs)
-        temperature = fit_temperature(cal_logits, y_cal)
-        keep = float(cal["keep_in_distribution"])
-        rule = dataclasses.replace(
-            settings.rule(), ood_threshold=ood_threshold(energy_score(cal_logits, temperature), keep)
-        )
-        rates = {
-            "fp32": gate_rate(onnx_logits(fp32, x_gate, bs), y_gate, temperature, rule, dangerous),
-            "int8": gate_rate(onnx_logits(int8, x_gate, bs), y_gate, temperature, rule, dangerous),
-        }
+        train_stats = onnx_outputs(fp32, x_fit, bs)["input_stats"]
+        temperature, rule = fit_rule(settings.rule(), onnx_outputs(fp32, x_cal, bs), y_cal, train_stats, ood)
+        sessions = {"fp32": fp32, "int8": int8}
+        rates = {v: gate_rate(onnx_outputs(s_, x_gate, bs), y_gate, temperature, rule, dangerous) for v, s_ in sessions.items()}
+        ood_rates = ood_gate(sessions, ood_sets, temperature, rule, dangerous, bs)
         limit = float(gate["limit"])
-        del fp32, int8  # sessions hold the files open on some platforms
+        min_abstain, max_edible = float(gate["min_ood_abstain"]), int(gate["max_ood_edible"])
+        low = sorted(
+            f"{v}/{n} {r['abstain_rate']:.3f}" for v, per in ood_rates.items() for n, r in per.items() if r["abstain_rate"] < min_abstain
+        )
+        edible = {v: sum(r["edible"] for r in per.values()) for v, per in ood_rates.items()}
+        del fp32, int8, sessions  # sessions hold the files open on some platforms
 
         files = {
             variant: {"path": name, "sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
@@ -212,15 +281,37 @@ def export_model(
             },
             "input": {"name": INPUT_NAME, "shape": [-1, 3, size, size], "datatype": "FP32"},
             "output": {"name": OUTPUT_NAME, "shape": [-1, catalogue.num_classes], "datatype": "FP32"},
+            "outputs": {
+                "logits": {"shape": [-1, catalogue.num_classes], "datatype": "FP32"},
+                "feature_score": {"shape": [-1], "datatype": "FP32"},
+                "input_stats": {"shape": [-1, len(STAT_NAMES)], "datatype": "FP32", "columns": list(STAT_NAMES)},
+            },
             "temperature": float(temperature),
             "verdict": rule.to_dict(),
-            "ood": {"score": OOD_SCORE, "threshold": float(rule.ood_threshold), "keep_in_distribution": keep},
+            "ood": {
+                "score": OOD_SCORE,
+                "threshold": float(rule.ood_threshold),
+                "keep_in_distribution": float(ood.energy_keep),
+                "feature": {
+                    "score": "0.5 min_k (z - mu_k)^T Sigma^-1 (z - mu_k), z = unit penultimate features (pytorch-ood Mahalanobis)",
+                    "normalize": ood.feature_normalize,
+                    "threshold": float(rule.feature_threshold),
+                    "keep_in_distribution": ood.feature_keep,
+                },
+                "input_checks": {"keep": ood.checks_keep, "columns": list(STAT_NAMES)},
+                "fitted_on": fitted_on(str(settings.ood["feature"]["fit_split"]), str(cal["split"])),
+            },
             "files": files,
             "safety_gate": {
-                "passed": bool(max(rates.values()) <= limit),
+                "passed": bool(max(rates.values()) <= limit and not low and max(edible.values()) <= max_edible),
                 "limit": limit,
                 "unsafe_edible_rate": {k: float(v) for k, v in rates.items()},
                 "split": str(gate["split"]),
+                "min_ood_abstain": min_abstain,
+                "max_ood_edible": max_edible,
+                "ood": ood_rates,
+                "ood_below_limit": low,
+                "ood_edible": edible,
             },
             "source": {
                 "ckpt": relative_to_root(ckpt_path, root),

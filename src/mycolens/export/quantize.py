@@ -103,6 +103,31 @@ class ImageReader(CalibrationDataReader):
         self.pos = 0
 
 
+def score_nodes(model_path: str | Path, keep_output: str = "logits") -> list[str]:
+    """Names of the nodes that do not feed `keep_output` (the OOD score heads): they stay fp32.
+
+    Nodes without a name get one, written back to `model_path`, so the quantizer can be told to skip them.
+    """
+    import onnx
+
+    model = onnx.load(str(model_path))
+    graph = model.graph
+    named = False
+    for i, node in enumerate(graph.node):
+        if not node.name:
+            node.name, named = f"node_{node.op_type}_{i}", True
+    producer = {out: node for node in graph.node for out in node.output}
+    needed, stack = set(), [keep_output]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is not None and node.name not in needed:
+            needed.add(node.name)
+            stack.extend(node.input)
+    if named:
+        onnx.save(model, str(model_path))
+    return [n.name for n in graph.node if n.name not in needed]
+
+
 def quantize_int8(
     fp32_path: str | Path, out_path: str | Path, calibration: np.ndarray, settings: QuantSettings, batch_size: int = 32
 ) -> Path:
@@ -113,7 +138,8 @@ def quantize_int8(
     pre = out_path.with_name(f".{out_path.stem}.pre.onnx")
     with quiet_loggers():
         try:
-            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)  # ONNX shape inference suffices; the symbolic one fails on the score heads
+            exclude = score_nodes(pre)  # only the classifier is quantized; score heads run in fp32
             quantize_static(
                 str(pre),
                 str(out_path),
@@ -125,6 +151,7 @@ def quantize_int8(
                 weight_type=getattr(QuantType, settings.weight_type),
                 calibrate_method=getattr(CalibrationMethod, settings.calibrate_method),
                 use_external_data_format=False,
+                nodes_to_exclude=exclude,
             )
         finally:
             pre.unlink(missing_ok=True)

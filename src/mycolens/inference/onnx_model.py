@@ -12,7 +12,7 @@ import numpy as np
 
 from mycolens.catalogue import Catalogue
 from mycolens.evaluation.calibration import energy_score, softmax
-from mycolens.evaluation.safety import VerdictRule, decide
+from mycolens.evaluation.safety import VerdictRule, judge
 from mycolens.utils.io import sha256_file
 
 VARIANTS = ("fp32", "int8")
@@ -81,7 +81,7 @@ class OnnxClassifier:
 
     @property
     def rule(self) -> VerdictRule:
-        return VerdictRule(**self.meta["verdict"])
+        return VerdictRule.from_dict(self.meta["verdict"])
 
     @property
     def preprocessing(self) -> dict[str, Any]:
@@ -91,9 +91,14 @@ class OnnxClassifier:
     def input_name(self) -> str:
         return self.session.get_inputs()[0].name
 
+    def outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the graph for a float32 NCHW batch: logits[, feature_score, input_stats]."""
+        values = self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
+        return {o.name: v for o, v in zip(self.session.get_outputs(), values, strict=True)}
+
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Raw logits for a float32 NCHW batch."""
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        return self.outputs(x)[self.session.get_outputs()[0].name]
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         return softmax(logits, float(self.meta["temperature"]))
@@ -104,9 +109,20 @@ class OnnxClassifier:
 
     def answer(self, x: np.ndarray, top_k: int = 3) -> list[dict[str, Any]]:
         """The HTTP contract's prediction fields for each image of a preprocessed batch."""
-        logits = self.logits(x)
+        return self.answer_outputs(self.outputs(x), top_k)
+
+    def answer_outputs(self, outputs: dict[str, np.ndarray], top_k: int = 3) -> list[dict[str, Any]]:
+        """Answers from the graph's outputs (every abstention signal the model carries is applied)."""
+        logits = outputs[self.session.get_outputs()[0].name]
         return answers(
-            self.probabilities(logits), self.ood_scores(logits), self.catalogue, self.rule, top_k, self.model_info
+            self.probabilities(logits),
+            self.ood_scores(logits),
+            self.catalogue,
+            self.rule,
+            top_k,
+            self.model_info,
+            outputs.get("feature_score"),
+            outputs.get("input_stats"),
         )
 
     @property
@@ -121,13 +137,15 @@ def answers(
     rule: VerdictRule,
     top_k: int,
     model_info: dict[str, str],
+    feature_scores: np.ndarray | None = None,
+    input_stats: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """Prediction dicts ({species, common_name, edibility, verdict, confidence, ...}) from calibrated probs."""
     dangerous = catalogue.dangerous_mask
-    verdicts = decide(probs, dangerous, rule, ood_scores)
+    judged = judge(probs, dangerous, rule, ood_scores, feature_scores, input_stats)
     p_danger = np.asarray(probs)[:, np.asarray(dangerous)].sum(axis=1)
     out = []
-    for row, verdict, pd in zip(probs, verdicts, p_danger, strict=True):
+    for row, (verdict, reason), pd in zip(probs, judged, p_danger, strict=True):
         order = np.argsort(-row, kind="stable")[: max(1, min(top_k, len(row)))]
         top = catalogue[int(order[0])]
         out.append(
@@ -139,6 +157,7 @@ def answers(
                 "confidence": round(float(row[order[0]]), 6),
                 "poisonous_probability": round(float(pd), 6),
                 "abstained": verdict == "uncertain",
+                "abstain_reason": reason,
                 "top_k": [
                     {
                         "species": catalogue[int(i)].id,

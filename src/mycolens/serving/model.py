@@ -138,9 +138,19 @@ class ModelRunner:
         """Answers for uint8 HWC crops in one ONNX Runtime batch: [{answer, probs, batch_size}]."""
         m = self.require()
         batch = np.stack([fit_crop(img, m.image_size) for img in images])
-        logits = m.clf.logits(normalize(batch, m.mean, m.std))
+        outputs = m.clf.outputs(normalize(batch, m.mean, m.std))
+        logits = outputs[m.clf.session.get_outputs()[0].name]
         probs = m.clf.probabilities(logits)
-        out = answers(probs, m.clf.ood_scores(logits), m.catalogue, m.rule, max(top_ks), m.model_info)
+        out = answers(
+            probs,
+            m.clf.ood_scores(logits),
+            m.catalogue,
+            m.rule,
+            max(top_ks),
+            m.model_info,
+            outputs.get("feature_score"),
+            outputs.get("input_stats"),
+        )
         results = []
         for ans, p, k in zip(out, probs, top_ks, strict=True):
             ans["top_k"] = ans["top_k"][:k]
@@ -150,10 +160,13 @@ class ModelRunner:
     def infer(self, x: np.ndarray) -> dict[str, Any]:
         """Probabilities and logits for a preprocessed float32 NCHW batch (the v2 protocol)."""
         m = self.require()
-        logits = m.clf.logits(x)
+        outputs = m.clf.outputs(x)
+        logits = outputs[m.clf.session.get_outputs()[0].name]
+        extra = {k: np.asarray(v, np.float32) for k, v in outputs.items() if k in ("feature_score", "input_stats")}
         return {
             "probabilities": m.clf.probabilities(logits).astype(np.float32),
             "logits": logits.astype(np.float32),
+            **extra,
             "model": m.model_info,
         }
 

@@ -34,8 +34,7 @@ def build_datamodule(cfg: DictConfig) -> ShardDataModule:
         num_workers=int(d.loader.num_workers),
         pin_memory=bool(d.loader.pin_memory),
         augment=OmegaConf.to_container(d.augment, resolve=True),
-        outliers=int(d.get("outliers", {}).get("images", 0)),
-        outlier_seed=int(d.get("outliers", {}).get("seed", 0)),
+        outliers=OmegaConf.to_container(d.outliers, resolve=True) if "outliers" in d else None,
     )
 
 

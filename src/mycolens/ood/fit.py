@@ -1,0 +1,87 @@
+"""Fit the abstention rule: temperature and energy threshold on validation, feature threshold on validation,
+input-check bounds on training photos. Nothing here ever sees an outlier or a test image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mycolens.evaluation.calibration import energy_score, fit_temperature, ood_threshold
+from mycolens.evaluation.safety import ABSTAIN_REASONS, InputCheck, VerdictRule
+from mycolens.ood.input_stats import STAT_NAMES
+
+
+@dataclass(frozen=True)
+class OodSettings:
+    """conf/export's `ood` section (see conf/export/default.yaml for the meaning of each value)."""
+
+    energy_keep: float
+    feature_normalize: bool
+    feature_keep: float
+    checks_keep: float
+    checks: tuple[dict[str, str], ...]
+
+    @classmethod
+    def from_config(cls, energy_keep: float, ood: Mapping[str, Any]) -> OodSettings:
+        checks = tuple({k: str(v) for k, v in dict(c).items()} for c in ood["input_checks"]["checks"])
+        for c in checks:
+            if c.get("stat") not in STAT_NAMES or c.get("bound") not in ("min", "max") or c.get("reason") not in ABSTAIN_REASONS:
+                raise ValueError(
+                    f"bad input check {c}: stat in {STAT_NAMES}, bound min|max, reason in {ABSTAIN_REASONS}"
+                )
+        return cls(
+            energy_keep=float(energy_keep),
+            feature_normalize=bool(ood["feature"]["normalize"]),
+            feature_keep=float(ood["feature"]["keep_in_distribution"]),
+            checks_keep=float(ood["input_checks"]["keep"]),
+            checks=checks,
+        )
+
+
+def fit_input_checks(train_stats: np.ndarray, checks: Sequence[Mapping[str, str]], keep: float) -> tuple[InputCheck, ...]:
+    """Each bound at the quantile that keeps `keep` of the training photos on the allowed side."""
+    out = []
+    for c in checks:
+        k = STAT_NAMES.index(c["stat"])
+        q = 1.0 - keep if c["bound"] == "min" else keep
+        thr = float(np.quantile(np.asarray(train_stats, np.float64)[:, k], q))
+        out.append(InputCheck(k, c["stat"], c["bound"], thr, c["reason"]))  # type: ignore[arg-type]
+    return tuple(out)
+
+
+def fit_rule(
+    base: VerdictRule,
+    val: Mapping[str, np.ndarray],
+    y_val: np.ndarray,
+    train_stats: np.ndarray,
+    settings: OodSettings,
+) -> tuple[float, VerdictRule]:
+    """The temperature and the full rule: `base`'s verdict thresholds plus every fitted abstention threshold."""
+    keep = np.asarray(y_val) >= 0
+    logits = np.asarray(val["logits"])[keep]
+    temperature = fit_temperature(logits, np.asarray(y_val)[keep])
+    rule = dataclasses.replace(
+        base,
+        ood_threshold=ood_threshold(energy_score(logits, temperature), settings.energy_keep),
+        feature_threshold=ood_threshold(np.asarray(val["feature_score"])[keep], settings.feature_keep),
+        input_checks=fit_input_checks(train_stats, settings.checks, settings.checks_keep),
+    )
+    return temperature, rule
+
+
+def fitted_on(train_split: str, val_split: str) -> dict[str, str]:
+    """Which data fitted each part of the rule (written into model.json and metrics.json)."""
+    return {
+        "temperature": val_split,
+        "energy_threshold": val_split,
+        "feature_centres_and_covariance": train_split,
+        "feature_threshold": val_split,
+        "input_check_bounds": train_split,
+        "outlier_exposure": "procedural outlier families of data.outliers (their own seed), never an OOD test set",
+        "early_stopping_and_checkpoint": "val",
+    }
