@@ -57,12 +57,18 @@ def batched(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch: int = 
 
 
 def scores(logits: np.ndarray, labels: np.ndarray, meta: dict[str, Any]) -> dict[str, float]:
-    """Top-1 accuracy and unsafe_edible_rate (dangerous test images called edible) under model.json's rule."""
+    """Top-1 accuracy and unsafe_edible_rate (dangerous test images called edible) under model.json's rule.
+
+    Scored from logits (temperature, energy and verdict thresholds), the same for every variant; evaluation's
+    figures add the graph's feature score and photo checks, which only ever turn an answer into `uncertain`.
+    """
     from mycolens.catalogue import Catalogue
     from mycolens.evaluation.safety import VerdictRule, decide_logits
 
     dangerous = Catalogue.from_dict(meta["catalogue"]).dangerous_mask
-    verdicts = np.asarray(decide_logits(logits, float(meta["temperature"]), dangerous, VerdictRule(**meta["verdict"])))
+    verdicts = np.asarray(
+        decide_logits(logits, float(meta["temperature"]), dangerous, VerdictRule.from_dict(meta["verdict"]))
+    )
     danger = np.asarray(dangerous, bool)[labels]
     unsafe = float((verdicts[danger] == "edible").mean()) if danger.any() else 0.0
     return {"accuracy": round(float((logits.argmax(1) == labels).mean()), 6), "unsafe_edible_rate": round(unsafe, 6)}

@@ -19,11 +19,25 @@ if not any(a.lstrip("+").startswith("task_name=") for a in sys.argv[1:]):
 
 def table(report: dict) -> str:
     """variant x accuracy, unsafe_edible_rate, ood_abstain_rate, ece (after temperature)."""
-    cols = ("accuracy", "unsafe_edible_rate", "abstain_rate", "ood_abstain_rate", "ood_abstain_rate_min", "ood_edible", "ece", "aurc")
+    cols = (
+        "accuracy",
+        "unsafe_edible_rate",
+        "abstain_rate",
+        "ood_abstain_rate",
+        "ood_abstain_rate_min",
+        "ood_edible",
+        "ece",
+        "aurc",
+    )
     rows = [("variant", *cols)]
     for name, v in report["variants"].items():
         mark = "*" if name == report["served"] else ""
-        rows.append((name + mark, *("n/a" if v.get(c) is None else f"{v[c]:.4f}" if isinstance(v[c], float) else str(v[c]) for c in cols)))
+        rows.append(
+            (
+                name + mark,
+                *("n/a" if v.get(c) is None else f"{v[c]:.4f}" if isinstance(v[c], float) else str(v[c]) for c in cols),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(cols) + 1)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows)
 
@@ -80,7 +94,9 @@ def main(cfg: DictConfig) -> None:
     served = report["variants"][report["served"]]
     for name, m in served["ood_sets"].items():
         reasons = ", ".join(f"{k} {n}" for k, n in m["reasons"].items())
-        print(f"ood set {name}: {m['images']} images, abstained {m['abstain_rate']:.4f}, edible {m['edible']} ({reasons})")
+        print(
+            f"ood set {name}: {m['images']} images, abstained {m['abstain_rate']:.4f}, edible {m['edible']} ({reasons})"
+        )
     gate = report["safety_gate"]
     if not gate["passed"]:
         raise UserError(

@@ -47,17 +47,26 @@ def main(cfg: DictConfig) -> None:
     print(
         f"onnx int8 vs fp32: max |diff| {i['max_abs_diff']:.3g}, top-1 agreement {i['top1_agreement']:.4f} ({meta['quantization']})"
     )
-    print(f"temperature {meta['temperature']:.3f}, ood energy threshold {meta['ood']['threshold']:.3f}")
-    rates = ", ".join(f"{k} {v:.4f}" for k, v in gate["unsafe_edible_rate"].items())
     print(
-        f"safety gate ({gate['split']}): unsafe_edible_rate {rates} (limit {gate['limit']}): {'passed' if gate['passed'] else 'FAILED'}"
+        f"temperature {meta['temperature']:.3f}, ood energy threshold {meta['ood']['threshold']:.3f}, "
+        f"feature threshold {meta['ood']['feature']['threshold']:.4g}, {len(meta['verdict']['input_checks'])} photo checks"
+    )
+    rates = ", ".join(f"{k} {v:.4f}" for k, v in gate["unsafe_edible_rate"].items())
+    for name, r in gate["ood"][cfg.serve.variant].items():
+        print(f"  ood set {name}: abstained {r['abstain_rate']:.4f} of {r['images']}, edible {r['edible']}")
+    print(
+        f"safety gate ({gate['split']}): unsafe_edible_rate {rates} (limit {gate['limit']}); OOD abstention under "
+        f"{gate['min_ood_abstain']}: {', '.join(gate['ood_below_limit']) or 'none'}; OOD called edible "
+        f"{gate['ood_edible']} (max {gate['max_ood_edible']}): {'passed' if gate['passed'] else 'FAILED'}"
     )
     for f in meta["files"].values():
         print(f"wrote {out}/{f['path']} ({f['bytes']:,} bytes)")
     print(f"wrote {out}/model.json (version {meta['version']}) and {out}/reference.json (drift baseline)")
     if not gate["passed"]:
         raise UserError(
-            f"safety gate failed: unsafe_edible_rate {rates} is over the limit {gate['limit']} on the {gate['split']} split; "
+            f"safety gate failed: unsafe_edible_rate {rates} (limit {gate['limit']}, {gate['split']} split); OOD sets under "
+            f"{gate['min_ood_abstain']} abstention: {', '.join(gate['ood_below_limit']) or 'none'}; OOD images called "
+            f"edible {gate['ood_edible']} (max {gate['max_ood_edible']}); "
             f"{out} is marked safety_gate.passed=false and serving will refuse it"
         )
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,6 +24,9 @@ TINY_DATA = [
     "data.generate.ood_images=12",
     "data.loader.batch_size=32",
     "data.outliers.images=8",
+    # a 2-epoch model on 168 photos cannot abstain on 95% of every OOD set: the OOD gate is tested on its own
+    "export.safety_gate.min_ood_abstain=0.0",
+    "export.safety_gate.max_ood_edible=1000000",
 ]
 
 
@@ -69,14 +73,33 @@ def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+HELD_OUT_FAMILIES = yaml.safe_load((ROOT / "conf" / "evaluate" / "default.yaml").read_text())["ood_sets"][
+    "held_out_families"
+]
+REAL_SETS = ("real_photos", "real_photo_crops", "real_digits", "real_faces")
+# every named OOD set evaluation and the export gate report: the shards' split, held-out families, real images
+OOD_SET_NAMES = {"synthetic", *(f"family_{f}" for f in HELD_OUT_FAMILIES), *REAL_SETS}
+
+
+@pytest.fixture(scope="session")
+def tiny_ood_sets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The named OOD test sets at 32 px, with few procedural images (the real ones are all there)."""
+    from mycolens.data.ood_sets import build_ood_sets
+
+    out = tmp_path_factory.mktemp("data") / "ood_sets"
+    build_ood_sets(out, image_size=32, seed=3, held_out_families=HELD_OUT_FAMILIES, family_images=6, crops_per_photo=1)
+    return out
+
+
 @pytest.fixture
-def make_cfg(tmp_path: Path, tiny_shards: Path) -> Callable[..., object]:
+def make_cfg(tmp_path: Path, tiny_shards: Path, tiny_ood_sets: Path) -> Callable[..., object]:
     """Compose the real config on the tiny shards with outputs in tmp_path; extra overrides as arguments."""
 
     def _make(*overrides: str):
         base = [
             *TINY_DATA,
             f"paths.shards_dir={tiny_shards}",
+            f"paths.ood_sets_dir={tiny_ood_sets}",
             f"paths.models_dir={tmp_path / 'models'}",
             f"paths.reports_dir={tmp_path / 'reports'}",
             f"paths.log_dir={tmp_path / 'logs'}",

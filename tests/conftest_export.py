@@ -29,6 +29,7 @@ class Workspace:
 
     root: Path
     shards: Path
+    ood_sets: Path
 
     @property
     def models(self) -> Path:
@@ -52,6 +53,7 @@ class Workspace:
         return [
             *TINY_DATA,
             f"paths.shards_dir={self.shards}",
+            f"paths.ood_sets_dir={self.ood_sets}",
             f"paths.models_dir={root / 'models'}",
             f"paths.reports_dir={root / 'reports'}",
             f"paths.log_dir={root / 'logs'}",
@@ -87,11 +89,11 @@ def run_script(script: str, *args: str, timeout: int = 600) -> subprocess.Comple
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def build_workspace(root: Path, shards: Path) -> Workspace:
+def build_workspace(root: Path, shards: Path, ood_sets: Path) -> Workspace:
     """Train a small_cnn teacher at 32 px with the real training code (debug=limit) into root/models/best.ckpt."""
     from mycolens.training.run import train
 
-    ws = Workspace(root, shards)
+    ws = Workspace(root, shards, ood_sets)
     train(ws.cfg("debug=limit", "trainer.max_epochs=2"))
     assert ws.best.is_file()
     return ws
@@ -121,10 +123,10 @@ def make_unsafe_checkpoint(src: Path, dst: Path, edible_id: str = "agaricus_camp
 
 
 @pytest.fixture(scope="session")
-def workspace(tmp_path_factory: pytest.TempPathFactory, tiny_shards: Path) -> Workspace:
+def workspace(tmp_path_factory: pytest.TempPathFactory, tiny_shards: Path, tiny_ood_sets: Path) -> Workspace:
     """The trained tiny teacher (once per session)."""
     if "workspace" not in _CACHE:
-        _CACHE["workspace"] = build_workspace(tmp_path_factory.mktemp("export_ws"), tiny_shards)
+        _CACHE["workspace"] = build_workspace(tmp_path_factory.mktemp("export_ws"), tiny_shards, tiny_ood_sets)
     return _CACHE["workspace"]
 
 

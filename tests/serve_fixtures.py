@@ -45,6 +45,7 @@ ANSWER_FIELDS = {
     "confidence",
     "poisonous_probability",
     "abstained",
+    "abstain_reason",
     "top_k",
     "lookalikes",
     "model",
@@ -95,10 +96,13 @@ def _quantize(fp32: Path, out: Path) -> None:
         def get_next(self):
             return next(self.it, None)
 
+    from mycolens.export.quantize import score_nodes
+
     quantize_static(
         str(fp32),
         str(out),
         Reader(),
+        nodes_to_exclude=score_nodes(fp32),  # as the export does: the score heads stay fp32
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         activation_type=QuantType.QUInt8,
@@ -116,27 +120,27 @@ def make_model_dir(tmp: str | Path, seed: int = 0, gate_passed: bool = True) -> 
 
     out = Path(tmp) / "model"
     out.mkdir(parents=True, exist_ok=True)
+    import yaml
+
+    from mycolens.export.onnx_export import export_onnx
+    from mycolens.ood.fit import fit_input_checks
+    from mycolens.ood.scored import OUTPUT_NAMES, build_scored_net, scored_outputs
+
     cat = load_catalogue()
     net = _tiny_net(cat.num_classes, seed)
-    example = torch.zeros(2, 3, IMAGE_SIZE, IMAGE_SIZE)
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    torch.onnx.export(
-        net,
-        (example,),
-        str(out / "model.onnx"),
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_shapes={"input": {0: batch}},
-        external_data=False,
-    )
+    x_fit = np.concatenate(_calibration_batches(n=16, seed=2))
+    scored = build_scored_net(net, x_fit, np.arange(len(x_fit)) % cat.num_classes, MEAN, STD, True, 0.01, 16)
+    export_onnx(scored, out / "model.onnx", IMAGE_SIZE, 20, OUTPUT_NAMES)  # the export's graph: 3 outputs
     _quantize(out / "model.onnx", out / "model.int8.onnx")
-    with torch.no_grad():
-        logits = np.concatenate([net(torch.from_numpy(b)).numpy() for b in _calibration_batches(seed=1)])
+    cal = scored_outputs(scored, np.concatenate(_calibration_batches(seed=1)))
+    checks = yaml.safe_load((ROOT / "conf" / "export" / "default.yaml").read_text())["ood"]["input_checks"]["checks"]
     rule = VerdictRule(
         edible_min_confidence=0.5,
         poison_max=0.5,
         do_not_eat_min=0.5,
-        ood_threshold=ood_threshold(energy_score(logits, TEMPERATURE), 0.95),
+        ood_threshold=ood_threshold(energy_score(cal["logits"], TEMPERATURE), 0.95),
+        feature_threshold=ood_threshold(cal["feature_score"], 0.95),
+        input_checks=fit_input_checks(scored_outputs(scored, x_fit)["input_stats"], checks, 1.0),
     )
     sha = sha256_file(out / "model.onnx")
     files = {

@@ -18,6 +18,8 @@ from mycolens.inference.onnx_model import ModelRefused, verify_model_dir
 if TYPE_CHECKING:
     from tests.conftest_export import Workspace
 
+from tests.conftest import OOD_SET_NAMES
+
 pytest_plugins = ["tests.conftest_export"]  # fixtures: workspace, exported
 
 CAT = load_catalogue()
@@ -134,8 +136,39 @@ def test_metrics_json_per_variant_and_summary(workspace: Workspace, evaluated: d
         assert name in out
 
 
+def test_abstention_is_reported_per_named_ood_set(workspace: Workspace, evaluated: dict) -> None:
+    m = evaluated["metrics"]
+    names = OOD_SET_NAMES
+    assert set(m["ood_sets"]) == names and m["ood_sets"]["real_digits"]["images"] == 1797
+    for name, v in m["variants"].items():
+        per = v["ood_sets"]
+        assert set(per) == names, name
+        for s in per.values():
+            assert 0 <= s["abstain_rate"] <= 1 and s["edible"] >= 0
+            assert sum(s["reasons"].values()) == round(s["abstain_rate"] * s["images"])
+        assert v["ood_abstain_rate_min"] == min(s["abstain_rate"] for s in per.values())
+        assert v["ood_edible"] == sum(s["edible"] for s in per.values())
+        assert 0 <= v["aurc"] <= 1
+    # a greyscale digit is never answered as a species: the photo check says why
+    assert m["variants"]["onnx_int8"]["ood_sets"]["real_digits"]["reasons"].get("greyscale") == 1797
+    assert m["fitted_on"]["input_check_bounds"] == "train" and "test" not in json.dumps(m["fitted_on"])
+    out = evaluated["proc"].stdout
+    assert "ood set real_photos:" in out and "aurc" in out
+
+
+def test_risk_coverage_orders_by_confidence() -> None:
+    from mycolens.evaluation.evaluate import risk_coverage
+
+    coverage, risk, aurc = risk_coverage(np.array([0.9, 0.8, 0.7, 0.6]), np.array([True, True, False, False]))
+    assert list(coverage) == [0.25, 0.5, 0.75, 1.0]
+    assert list(risk) == pytest.approx([0.0, 0.0, 1 / 3, 0.5])
+    assert aurc == pytest.approx((0 + 0 + 1 / 3 + 0.5) / 4)
+    _, _, worse = risk_coverage(np.array([0.6, 0.7, 0.8, 0.9]), np.array([True, True, False, False]))
+    assert worse > aurc  # confident mistakes cost more area
+
+
 def test_plots_are_png(workspace: Workspace, evaluated: dict) -> None:
-    for name in ("confusion_matrix.png", "reliability.png"):
+    for name in ("confusion_matrix.png", "reliability.png", "risk_coverage.png"):
         data = (workspace.reports / "plots" / name).read_bytes()
         assert data.startswith(PNG) and len(data) > 5000
 

@@ -3,6 +3,7 @@ and an interrupted or refused export that leaves nothing half-written."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -24,6 +25,8 @@ from mycolens.utils.io import sha256_file
 
 if TYPE_CHECKING:
     from tests.conftest_export import Workspace
+
+from tests.conftest import OOD_SET_NAMES
 
 pytest_plugins = ["tests.conftest_export"]  # fixtures: workspace, exported
 
@@ -143,21 +146,43 @@ def test_model_json_contract(workspace: Workspace, exported: dict) -> None:
     assert meta["input"] == {"name": "input", "shape": [-1, 3, 32, 32], "datatype": "FP32"}
     assert meta["output"] == {"name": "logits", "shape": [-1, cat.num_classes], "datatype": "FP32"}
     assert 0.05 <= meta["temperature"] <= 20
-    assert set(meta["verdict"]) == {"edible_min_confidence", "poison_max", "do_not_eat_min", "ood_threshold"}
+    assert set(meta["verdict"]) == {
+        "edible_min_confidence",
+        "poison_max",
+        "do_not_eat_min",
+        "ood_threshold",
+        "feature_threshold",
+        "input_checks",
+    }
     for key in ("edible_min_confidence", "poison_max", "do_not_eat_min"):
         assert meta["verdict"][key] == cfg.export.verdict[key]
-    assert meta["ood"] == {
-        "score": OOD_SCORE,
-        "threshold": meta["verdict"]["ood_threshold"],
-        "keep_in_distribution": 0.95,
-    }
+    ood = meta["ood"]
+    assert (ood["score"], ood["threshold"], ood["keep_in_distribution"]) == (
+        OOD_SCORE,
+        meta["verdict"]["ood_threshold"],
+        cfg.export.calibration.keep_in_distribution,
+    )
+    assert ood["feature"]["threshold"] == meta["verdict"]["feature_threshold"]
+    assert ood["feature"]["keep_in_distribution"] == cfg.export.ood.feature.keep_in_distribution
+    # every check of conf/export is in the rule, with its bound fitted on the training split (never a test set)
+    checks = [(c["name"], c["bound"], c["reason"]) for c in meta["verdict"]["input_checks"]]
+    assert checks == [(c.stat, c.bound, c.reason) for c in cfg.export.ood.input_checks.checks]
+    assert ood["fitted_on"]["input_check_bounds"] == "train" and ood["fitted_on"]["feature_threshold"] == "val"
+    assert "test" not in json.dumps(ood["fitted_on"])
+    assert list(meta["outputs"]) == ["logits", "feature_score", "input_stats"]
     for variant, name in (("fp32", "model.onnx"), ("int8", "model.int8.onnx")):
         entry = meta["files"][variant]
         assert entry == {"path": name, "sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
     gate = meta["safety_gate"]
-    assert set(gate) == {"passed", "limit", "unsafe_edible_rate", "split"} and gate["split"] == "test"
-    assert set(gate["unsafe_edible_rate"]) == {"fp32", "int8"} and gate["limit"] == cfg.export.safety_gate.limit
-    assert gate["passed"] == (max(gate["unsafe_edible_rate"].values()) <= gate["limit"])
+    assert gate["split"] == "test" and gate["limit"] == cfg.export.safety_gate.limit
+    assert set(gate["unsafe_edible_rate"]) == {"fp32", "int8"}
+    names = OOD_SET_NAMES
+    assert set(gate["ood"]["int8"]) == names and set(gate["ood"]["fp32"]) == names
+    assert gate["passed"] == (
+        max(gate["unsafe_edible_rate"].values()) <= gate["limit"]
+        and not gate["ood_below_limit"]
+        and max(gate["ood_edible"].values()) <= gate["max_ood_edible"]
+    )
     src = meta["source"]
     assert set(src) == {"ckpt", "ckpt_sha256", "backbone", "params", "flops"}
     assert src["ckpt_sha256"] == sha256_file(workspace.best) and src["backbone"] == "small_cnn"

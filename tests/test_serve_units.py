@@ -14,7 +14,7 @@ import yaml
 from fastapi import APIRouter, Request
 from fastapi.testclient import TestClient
 
-from mycolens.evaluation.safety import decide
+from mycolens.evaluation.safety import judge_outputs
 from mycolens.inference.onnx_model import OnnxClassifier
 from mycolens.inference.preprocess import decode_image, normalize, resize_center_crop
 from mycolens.serving.api import LocalBackend, build_api
@@ -95,14 +95,15 @@ def test_predict_has_every_contract_field_and_the_evaluation_verdict(
     assert len(body["top_k"]) == 4 and all(set(t) == {"species", "probability", "edibility"} for t in body["top_k"])
     assert all(set(x) == {"species", "common_name", "edibility", "note"} for x in body["lookalikes"])
     assert body["model"] == {"name": "mycolens", "version": model_version(models["one"]), "variant": "int8"}
-    # same numbers and verdict as the evaluation path: OnnxClassifier -> answers -> decide
+    # same numbers, verdict and reason as the evaluation path: every graph output -> judge_outputs
     clf = OnnxClassifier.load(models["one"], "int8", threads=1)
     x = normalize(resize_center_crop(decode_image(data), 32), clf.preprocessing["mean"], clf.preprocessing["std"])[None]
-    logits = clf.logits(x)
-    probs = clf.probabilities(logits)
-    assert body["verdict"] == decide(probs, clf.catalogue.dangerous_mask, clf.rule, clf.ood_scores(logits))[0]
+    outputs = clf.outputs(x)
+    assert set(outputs) == {"logits", "feature_score", "input_stats"}
+    judged = judge_outputs(outputs, clf.meta["temperature"], clf.catalogue.dangerous_mask, clf.rule)[0]
+    assert (body["verdict"], body["abstain_reason"]) == judged
     assert body == clf.answer(x, top_k=4)[0]
-    assert body["abstained"] == (body["verdict"] == "uncertain")
+    assert body["abstained"] == (body["verdict"] == "uncertain") == (body["abstain_reason"] is not None)
 
 
 @pytest.mark.parametrize("name", list(bad_inputs()))

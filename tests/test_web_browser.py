@@ -157,6 +157,9 @@ def test_page_shows_the_api_answer_with_an_unmistakable_verdict(browser, served,
     assert verdict.get_attribute("data-verdict") == api["verdict"]
     words = {"edible": "edible species", "do_not_eat": "DO NOT EAT", "uncertain": "uncertain \u2014 do not eat"}
     assert page.locator("#verdict-label").inner_text() == "Verdict: " + words[api["verdict"]]  # words, not colour alone
+    reason = page.locator("#verdict-reason")
+    assert reason.get_attribute("data-reason") == (api["abstain_reason"] or "")
+    assert reason.is_visible() == (api["abstain_reason"] is not None)
     assert page.locator("#confidence").inner_text() == percent(api["confidence"])
     assert page.locator("#poison").inner_text() == percent(api["poisonous_probability"])
     rows = page.locator("#topk-body tr")
@@ -174,6 +177,18 @@ def test_page_shows_the_api_answer_with_an_unmistakable_verdict(browser, served,
     assert note.is_visible()
     assert all(u.startswith(served.base) or u.startswith(("blob:", "data:")) for u in requests), requests
     page.screenshot(path=str(tmp_path / "result-desktop.png"), full_page=True)
+    page.close()
+
+
+def test_a_greyscale_photo_abstains_and_the_page_says_why(browser, served, tmp_path):
+    grey = tmp_path / "grey.png"
+    grey.write_bytes(encode(Image.open(io.BytesIO(served.photos[1])).convert("L")))
+    page, _ = open_page(browser, served)
+    upload_and_wait(page, grey)
+    assert page.locator("#verdict").get_attribute("data-verdict") == "uncertain"
+    reason = page.locator("#verdict-reason")
+    assert reason.is_visible() and reason.get_attribute("data-reason") == "greyscale"
+    assert "no colour" in reason.inner_text()
     page.close()
 
 

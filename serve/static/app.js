@@ -24,6 +24,15 @@
         "Treat the mushroom as not edible.",
     },
   };
+  // why an answer abstained (the "abstain_reason" of POST /predict)
+  const REASONS = {
+    greyscale: "The photo has no colour. Colour tells these species apart: take a colour photo.",
+    not_a_photo: "This looks like a drawing, text or a pattern, not a photo of a mushroom.",
+    bad_exposure: "The photo is too dark or too bright to judge.",
+    blurry: "The photo is too blurry to judge.",
+    unlike_training_data: "This photo looks unlike the mushroom photos the model learned from.",
+    low_confidence: "The model cannot tell the species with enough confidence.",
+  };
   const EDIBILITY = {
     edible: { icon: "\u2713", word: "edible" },
     poisonous: { icon: "\u26A0", word: "poisonous" },
@@ -115,6 +124,10 @@
     $("verdict-icon").textContent = v.icon;
     $("verdict-label").textContent = v.label;
     $("verdict-text").textContent = v.text;
+    const reason = $("verdict-reason");
+    reason.textContent = answer.abstain_reason ? (REASONS[answer.abstain_reason] || answer.abstain_reason) : "";
+    reason.dataset.reason = answer.abstain_reason || "";
+    reason.hidden = !answer.abstain_reason;
 
     const s = species[answer.species] || {};
     $("common-name").textContent = answer.common_name || nameOf(answer.species);

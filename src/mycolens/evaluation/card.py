@@ -22,6 +22,9 @@ COLUMNS = (
     ("poison_cost", "poison cost", "{:.3f}"),
     ("abstain_rate", "abstain rate", "{:.3f}"),
     ("ood_abstain_rate", "OOD abstain rate", "{:.3f}"),
+    ("ood_abstain_rate_min", "worst OOD set abstain", "{:.3f}"),
+    ("ood_edible", "OOD called edible", "{:d}"),
+    ("aurc", "AURC", "{:.4f}"),
     ("params", "params", "{:,}"),
     ("flops", "FLOPs", "{:,}"),
     ("file_bytes", "file bytes", "{:,}"),
@@ -91,6 +94,24 @@ def render_model_card(catalogue: Catalogue, metrics: dict[str, Any], meta: dict[
             f"{ood.get('score', 'energy')}, threshold {ood.get('threshold', 0):.3f} "
             f"(keeps {ood.get('keep_in_distribution', 0):.0%} of validation images)",
         ]
+        feat = ood.get("feature") or {}
+        if feat:
+            lines.append(
+                f"- Feature score (an output of the graph): {feat.get('score')}, threshold {feat.get('threshold', 0):.4f} "
+                f"(keeps {feat.get('keep_in_distribution', 0):.0%} of validation images)"
+            )
+        checks = (meta.get("verdict") or {}).get("input_checks") or []
+        if checks:
+            lines.append(
+                "- Photo checks (graph output `input_stats`; bounds keep "
+                f"{(ood.get('input_checks') or {}).get('keep', 0):.1%} of training photos each): "
+                + "; ".join(
+                    f"{c['name']} {'>=' if c['bound'] == 'min' else '<='} {c['threshold']:.4g} ({c['reason']})"
+                    for c in checks
+                )
+            )
+        if ood.get("fitted_on"):
+            lines.append("- Fitted on: " + "; ".join(f"{k}: {v}" for k, v in ood["fitted_on"].items()))
     rule = metrics.get("verdict") or meta.get("verdict", {})
     if rule:
         lines += [
@@ -104,7 +125,9 @@ def render_model_card(catalogue: Catalogue, metrics: dict[str, Any], meta: dict[
         "## Safety gate",
         "",
         f"- {'PASSED' if gate.get('passed') else 'FAILED'}: unsafe edible rate of `{gate.get('variant', served)}` on the "
-        f"{gate.get('split', 'test')} split is {_fmt(gate.get('unsafe_edible_rate'), '{:.4f}')} (limit {gate.get('limit')}).",
+        f"{gate.get('split', 'test')} split is {_fmt(gate.get('unsafe_edible_rate'), '{:.4f}')} (limit {gate.get('limit')}); "
+        f"OOD sets under {gate.get('min_ood_abstain')} abstention: {', '.join(gate.get('ood_below_limit') or []) or 'none'}; "
+        f"OOD images called edible: {gate.get('ood_edible')} (max {gate.get('max_ood_edible')}).",
         "",
         f"## Results ({metrics.get('data', {}).get('test_images', '?')} test images, "
         f"{metrics.get('data', {}).get('ood_images', '?')} out-of-distribution images)",
@@ -124,7 +147,11 @@ def render_model_card(catalogue: Catalogue, metrics: dict[str, Any], meta: dict[
         "`poison_cost` = FungiCLEF's (100 x poisonous species predicted as an edible species + 1 x edible species "
         "predicted as a poisonous one) / N, on the top-1 species; `abstain_rate` = share of test images with verdict "
         "`uncertain`; `ood_abstain_rate` = the same on not-mushroom images; ECE with 15 equal-width bins.",
-        f"Latency: median over repeats on {metrics.get('machine', 'this machine')}.",
+        f"Latency: median over repeats on {metrics.get('machine', 'this machine')}. AURC: area under the "
+        "risk-coverage curve (error rate of the answered test photos, most confident first; "
+        "`plots/risk_coverage.png`).",
+        "",
+        "![risk-coverage curve per variant](plots/risk_coverage.png)",
         "",
         "## Species (class order)",
         "",
@@ -146,7 +173,8 @@ def render_model_card(catalogue: Catalogue, metrics: dict[str, Any], meta: dict[
         "- Trained and tested on the data named in the shards manifest; with the default synthetic data the figures",
         "  say nothing about real photos.",
         "- Only the species above are known; any other species is at best `uncertain`, at worst a wrong species.",
-        "- The OOD score catches inputs unlike the training data only as well as the validation split allows.",
+        "- The abstention signals catch inputs unlike the training data only as well as the sets above measure;",
+        "  a photo of a real mushroom unlike the training data is expected to abstain too.",
         "",
     ]
     return "\n".join(lines)

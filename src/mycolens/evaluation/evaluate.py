@@ -76,7 +76,7 @@ def machine() -> str:
 
 
 def load_torch_variant(
-    name: str, path: Path, catalogue: Catalogue, batch_size: int, images: Any, fit_split: str, normalize: bool
+    name: str, path: Path, catalogue: Catalogue, batch_size: int, images: Any, fit_split: str, ood: Any
 ) -> Variant:
     """A checkpoint with its scores fitted as the export fits them (feature centres on `fit_split`)."""
     from mycolens.export.checkpoint import check_class_order, count_params_flops, load_checkpoint
@@ -88,10 +88,10 @@ def load_torch_variant(
     size, mean, std = int(hp.image_size), list(hp.mean), list(hp.std)
     params, flops = count_params_flops(model.net, size)
     x_fit, y_fit = images.get(fit_split, size, mean, std)
-    scored = build_scored_net(model.net.eval(), x_fit, y_fit, mean, std, normalize, batch_size)
-    return Variant(
-        name, "torch", path, size, mean, std, lambda x: scored_outputs(scored, x, batch_size), params, flops
+    scored = build_scored_net(
+        model.net.eval(), x_fit, y_fit, mean, std, ood.feature_normalize, ood.feature_shrinkage, batch_size
     )
+    return Variant(name, "torch", path, size, mean, std, lambda x: scored_outputs(scored, x, batch_size), params, flops)
 
 
 def load_onnx_variant(name: str, path: Path, catalogue: Catalogue, batch_size: int, threads: int) -> Variant:
@@ -207,10 +207,21 @@ def evaluate_one(
     preds = probs.argmax(1)
     verdicts = [verdict for verdict, _ in judge_outputs(test_out, temperature, dangerous, v_rule)]
     per_set = {
-        name: ood_set_metrics(judge_outputs(v.outputs(load(v.image_size, v.mean, v.std)), temperature, dangerous, v_rule))
+        name: ood_set_metrics(
+            judge_outputs(v.outputs(load(v.image_size, v.mean, v.std)), temperature, dangerous, v_rule)
+        )
         for name, load in ood_sets.items()
     }
-    ood_verdicts = [verdict for verdict, _ in judge_outputs(v.outputs(ood_sets["synthetic"](v.image_size, v.mean, v.std)), temperature, dangerous, v_rule)] if "synthetic" in ood_sets else []
+    ood_verdicts = (
+        [
+            verdict
+            for verdict, _ in judge_outputs(
+                v.outputs(ood_sets["synthetic"](v.image_size, v.mean, v.std)), temperature, dangerous, v_rule
+            )
+        ]
+        if "synthetic" in ood_sets
+        else []
+    )
     coverage, risk, aurc = risk_coverage(probs.max(1), preds == y_test)
     rates = [m["abstain_rate"] for m in per_set.values() if m["abstain_rate"] is not None]
     out: dict[str, Any] = {
@@ -240,8 +251,17 @@ def evaluate_one(
         "ood_images": len(ood_verdicts),
     }
     logits_only = lambda x: v.outputs(x)["logits"]  # noqa: E731
-    out.update(measure_latency(logits_only, v.image_size, latency["batch_sizes"], latency["repeats"], latency["warmup"]))
-    arrays = {"labels": y_test, "preds": preds, "probs_raw": probs_raw, "probs": probs, "coverage": coverage, "risk": risk}
+    out.update(
+        measure_latency(logits_only, v.image_size, latency["batch_sizes"], latency["repeats"], latency["warmup"])
+    )
+    arrays = {
+        "labels": y_test,
+        "preds": preds,
+        "probs_raw": probs_raw,
+        "probs": probs,
+        "coverage": coverage,
+        "risk": risk,
+    }
     return out, arrays
 
 
@@ -326,7 +346,7 @@ def evaluate_variants(
         if path.suffix == ".onnx":
             v = load_onnx_variant(name, path, catalogue, batch_size, threads)
         elif path.suffix == ".ckpt":
-            v = load_torch_variant(name, path, catalogue, batch_size, images, "train", ood.feature_normalize)
+            v = load_torch_variant(name, path, catalogue, batch_size, images, "train", ood)
         else:
             raise UserError(f"variant {name}: {path} is neither a .ckpt nor an .onnx file")
         results[name], arrays[name] = evaluate_one(v, images, ood_sets, catalogue, rule, ood, ece_bins, latency)
@@ -334,7 +354,9 @@ def evaluate_variants(
             served_meta = v.meta
     s = results[served]
     min_abstain, max_edible = float(gate["min_ood_abstain"]), int(gate["max_ood_edible"])
-    low = sorted(n for n, m in s["ood_sets"].items() if m["abstain_rate"] is not None and m["abstain_rate"] < min_abstain)
+    low = sorted(
+        n for n, m in s["ood_sets"].items() if m["abstain_rate"] is not None and m["abstain_rate"] < min_abstain
+    )
     gate = {
         "passed": bool(s["unsafe_edible_rate"] <= float(gate["limit"]) and not low and s["ood_edible"] <= max_edible),
         "limit": float(gate["limit"]),
@@ -353,7 +375,8 @@ def evaluate_variants(
         "safety_gate": gate,
         "variants": results,
         "classes": catalogue.ids,
-        "verdict": (served_meta or {}).get("verdict") or replace(rule, ood_threshold=s["ood_threshold"], feature_threshold=s["feature_threshold"]).to_dict(),
+        "verdict": (served_meta or {}).get("verdict")
+        or replace(rule, ood_threshold=s["ood_threshold"], feature_threshold=s["feature_threshold"]).to_dict(),
         "fitted_on": fitted_on("train", "val"),
         "ood_sets": {name: {"images": m["images"]} for name, m in s["ood_sets"].items()},
         "data": {
@@ -374,7 +397,10 @@ def evaluate_variants(
         plot_reliability(
             a["probs_raw"], a["probs"], a["labels"], Path(plots_dir) / "reliability.png", s["temperature"], ece_bins
         )
-        curves = {n: (arr["coverage"], arr["risk"], results[n]["aurc"], 1.0 - results[n]["abstain_rate"]) for n, arr in arrays.items()}
+        curves = {
+            n: (arr["coverage"], arr["risk"], results[n]["aurc"], 1.0 - results[n]["abstain_rate"])
+            for n, arr in arrays.items()
+        }
         plot_risk_coverage(curves, Path(plots_dir) / "risk_coverage.png")
     if card_path:
         write_model_card(card_path, catalogue, report, served_meta)

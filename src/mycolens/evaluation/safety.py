@@ -56,8 +56,15 @@ class VerdictRule:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> VerdictRule:
         """The rule as model.json writes it (older files without feature score or input checks still load)."""
-        scalars = {k: float(d[k]) for k in ("edible_min_confidence", "poison_max", "do_not_eat_min", "ood_threshold", "feature_threshold") if k in d}
-        checks = tuple(InputCheck(int(c["stat"]), str(c["name"]), c["bound"], float(c["threshold"]), str(c["reason"])) for c in d.get("input_checks", ()))
+        scalars = {
+            k: float(d[k])
+            for k in ("edible_min_confidence", "poison_max", "do_not_eat_min", "ood_threshold", "feature_threshold")
+            if k in d
+        }
+        checks = tuple(
+            InputCheck(int(c["stat"]), str(c["name"]), c["bound"], float(c["threshold"]), str(c["reason"]))
+            for c in d.get("input_checks", ())
+        )
         return cls(**scalars, input_checks=checks)
 
 

@@ -205,7 +205,7 @@ def export_model(
     )
     params, flops = count_params_flops(net, size)
     log.info("fitting the feature score on %s %s images", len(x_fit), settings.ood["feature"]["fit_split"])
-    scored = build_scored_net(net, x_fit, y_fit, mean, std, ood.feature_normalize, bs)
+    scored = build_scored_net(net, x_fit, y_fit, mean, std, ood.feature_normalize, ood.feature_shrinkage, bs)
     torch_check = scored_outputs(scored, x_check, bs)
     ood_sets = named_ood_sets(shards_dir, gate.get("ood_sets_dir"), size, mean, std)
 
@@ -251,12 +251,18 @@ def export_model(
         train_stats = onnx_outputs(fp32, x_fit, bs)["input_stats"]
         temperature, rule = fit_rule(settings.rule(), onnx_outputs(fp32, x_cal, bs), y_cal, train_stats, ood)
         sessions = {"fp32": fp32, "int8": int8}
-        rates = {v: gate_rate(onnx_outputs(s_, x_gate, bs), y_gate, temperature, rule, dangerous) for v, s_ in sessions.items()}
+        rates = {
+            v: gate_rate(onnx_outputs(s_, x_gate, bs), y_gate, temperature, rule, dangerous)
+            for v, s_ in sessions.items()
+        }
         ood_rates = ood_gate(sessions, ood_sets, temperature, rule, dangerous, bs)
         limit = float(gate["limit"])
         min_abstain, max_edible = float(gate["min_ood_abstain"]), int(gate["max_ood_edible"])
         low = sorted(
-            f"{v}/{n} {r['abstain_rate']:.3f}" for v, per in ood_rates.items() for n, r in per.items() if r["abstain_rate"] < min_abstain
+            f"{v}/{n} {r['abstain_rate']:.3f}"
+            for v, per in ood_rates.items()
+            for n, r in per.items()
+            if r["abstain_rate"] < min_abstain
         )
         edible = {v: sum(r["edible"] for r in per.values()) for v, per in ood_rates.items()}
         del fp32, int8, sessions  # sessions hold the files open on some platforms
@@ -295,6 +301,7 @@ def export_model(
                 "feature": {
                     "score": "0.5 min_k (z - mu_k)^T Sigma^-1 (z - mu_k), z = unit penultimate features (pytorch-ood Mahalanobis)",
                     "normalize": ood.feature_normalize,
+                    "shrinkage": ood.feature_shrinkage,
                     "threshold": float(rule.feature_threshold),
                     "keep_in_distribution": ood.feature_keep,
                 },

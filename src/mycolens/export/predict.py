@@ -24,6 +24,7 @@ CSV_FIELDS = (
     "confidence",
     "poisonous_probability",
     "abstained",
+    "abstain_reason",
     "top_k",
     "model_version",
     "model_variant",

@@ -138,7 +138,9 @@ def quantize_int8(
     pre = out_path.with_name(f".{out_path.stem}.pre.onnx")
     with quiet_loggers():
         try:
-            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)  # ONNX shape inference suffices; the symbolic one fails on the score heads
+            quant_pre_process(
+                str(fp32_path), str(pre), skip_symbolic_shape=True
+            )  # ONNX shape inference suffices; the symbolic one fails on the score heads
             exclude = score_nodes(pre)  # only the classifier is quantized; score heads run in fp32
             quantize_static(
                 str(pre),

@@ -22,6 +22,7 @@ class OodSettings:
 
     energy_keep: float
     feature_normalize: bool
+    feature_shrinkage: float
     feature_keep: float
     checks_keep: float
     checks: tuple[dict[str, str], ...]
@@ -30,20 +31,27 @@ class OodSettings:
     def from_config(cls, energy_keep: float, ood: Mapping[str, Any]) -> OodSettings:
         checks = tuple({k: str(v) for k, v in dict(c).items()} for c in ood["input_checks"]["checks"])
         for c in checks:
-            if c.get("stat") not in STAT_NAMES or c.get("bound") not in ("min", "max") or c.get("reason") not in ABSTAIN_REASONS:
+            if (
+                c.get("stat") not in STAT_NAMES
+                or c.get("bound") not in ("min", "max")
+                or c.get("reason") not in ABSTAIN_REASONS
+            ):
                 raise ValueError(
                     f"bad input check {c}: stat in {STAT_NAMES}, bound min|max, reason in {ABSTAIN_REASONS}"
                 )
         return cls(
             energy_keep=float(energy_keep),
             feature_normalize=bool(ood["feature"]["normalize"]),
+            feature_shrinkage=float(ood["feature"]["shrinkage"]),
             feature_keep=float(ood["feature"]["keep_in_distribution"]),
             checks_keep=float(ood["input_checks"]["keep"]),
             checks=checks,
         )
 
 
-def fit_input_checks(train_stats: np.ndarray, checks: Sequence[Mapping[str, str]], keep: float) -> tuple[InputCheck, ...]:
+def fit_input_checks(
+    train_stats: np.ndarray, checks: Sequence[Mapping[str, str]], keep: float
+) -> tuple[InputCheck, ...]:
     """Each bound at the quantile that keeps `keep` of the training photos on the allowed side."""
     out = []
     for c in checks:

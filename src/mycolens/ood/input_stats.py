@@ -31,7 +31,7 @@ def _rebound(lum: torch.Tensor, dim: int) -> torch.Tensor:
     """How far the autocorrelation climbs back after falling, along one axis: ~0 for photos, large for patterns."""
     corrs = []
     size = lum.shape[dim]
-    for s in PERIOD_SHIFTS:
+    for s in (s for s in PERIOD_SHIFTS if s <= size // 2):
         a, b = lum.narrow(dim, s, size - s), lum.narrow(dim, 0, size - s)
         corrs.append(_correlation(a, b))
     best, lowest = torch.zeros_like(corrs[0]), corrs[0]

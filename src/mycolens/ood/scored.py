@@ -51,13 +51,22 @@ class MahalanobisScore(nn.Module):
         return 0.5 * m.amin(dim=1)
 
 
-def fit_mahalanobis(features: torch.Tensor, labels: torch.Tensor, normalize: bool) -> MahalanobisScore:
-    """Class centres and shared precision of in-distribution features, fitted by pytorch-ood."""
+def fit_mahalanobis(
+    features: torch.Tensor, labels: torch.Tensor, normalize: bool, shrinkage: float
+) -> MahalanobisScore:
+    """Class centres and shared covariance of in-distribution features, fitted by pytorch-ood.
+
+    The covariance is shrunk towards a multiple of the identity, so the precision stays well conditioned (and
+    the same in float32 ONNX as in PyTorch) even with fewer images than feature dimensions.
+    """
     from pytorch_ood.detector import Mahalanobis
 
-    z = _unit(features) if normalize else features
-    det = Mahalanobis(None).fit_features(z.double(), labels.long())
-    return MahalanobisScore(det.mu, det.precision, normalize)
+    z = (_unit(features) if normalize else features).double()
+    det = Mahalanobis(None).fit_features(z, labels.long())
+    cov = det.cov / len(z)  # pytorch-ood keeps the unnormalised sum of centred outer products
+    d = cov.shape[0]
+    cov = (1.0 - shrinkage) * cov + shrinkage * (torch.trace(cov) / d) * torch.eye(d, dtype=cov.dtype)
+    return MahalanobisScore(det.mu, torch.linalg.inv(cov), normalize)
 
 
 class ScoredNet(nn.Module):
@@ -86,13 +95,14 @@ def build_scored_net(
     mean: Sequence[float],
     std: Sequence[float],
     normalize: bool,
+    shrinkage: float,
     batch_size: int,
 ) -> ScoredNet:
     """Wrap a classifier with scores fitted on in-distribution images `x_fit` (labels `y_fit`, all >= 0)."""
     keep = np.asarray(y_fit) >= 0
     body, head = split_head(net.eval())
     z = penultimate(body, np.asarray(x_fit)[keep], batch_size)
-    score = fit_mahalanobis(z, torch.as_tensor(np.asarray(y_fit)[keep]), normalize)
+    score = fit_mahalanobis(z, torch.as_tensor(np.asarray(y_fit)[keep]), normalize, shrinkage)
     return ScoredNet(body, head, score, InputStats(mean, std)).eval()
 
 

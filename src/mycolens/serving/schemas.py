@@ -47,6 +47,9 @@ class Prediction(BaseModel):
     confidence: float
     poisonous_probability: float
     abstained: bool
+    abstain_reason: (
+        Literal["greyscale", "not_a_photo", "bad_exposure", "blurry", "unlike_training_data", "low_confidence"] | None
+    ) = Field(description="why the answer abstained (verdict uncertain); null otherwise")
     top_k: list[TopK]
     lookalikes: list[Lookalike]
     model: ModelRef
