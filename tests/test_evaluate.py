@@ -14,11 +14,10 @@ from mycolens.catalogue import load_catalogue
 from mycolens.evaluation import metrics as M
 from mycolens.evaluation.card import lookalike_pairs
 from mycolens.inference.onnx_model import ModelRefused, verify_model_dir
+from tests.conftest import OOD_SET_NAMES
 
 if TYPE_CHECKING:
     from tests.conftest_export import Workspace
-
-from tests.conftest import OOD_SET_NAMES
 
 pytest_plugins = ["tests.conftest_export"]  # fixtures: workspace, exported
 

@@ -22,11 +22,10 @@ from mycolens.export.inputs import load_images
 from mycolens.export.onnx_export import onnx_logits, session
 from mycolens.inference.onnx_model import OnnxClassifier, verify_model_dir
 from mycolens.utils.io import sha256_file
+from tests.conftest import OOD_SET_NAMES
 
 if TYPE_CHECKING:
     from tests.conftest_export import Workspace
-
-from tests.conftest import OOD_SET_NAMES
 
 pytest_plugins = ["tests.conftest_export"]  # fixtures: workspace, exported
 
@@ -163,7 +162,9 @@ def test_model_json_contract(workspace: Workspace, exported: dict) -> None:
         cfg.export.calibration.keep_in_distribution,
     )
     assert ood["feature"]["threshold"] == meta["verdict"]["feature_threshold"]
-    assert ood["feature"]["keep_in_distribution"] == cfg.export.ood.feature.keep_in_distribution
+    by_variant = meta["verdict_by_variant"]
+    assert set(by_variant) == {"fp32", "int8"} and by_variant["fp32"] == meta["verdict"]
+    assert by_variant["int8"]["feature_threshold"] != by_variant["fp32"]["feature_threshold"]  # its own outputs
     # every check of conf/export is in the rule, with its bound fitted on the training split (never a test set)
     checks = [(c["name"], c["bound"], c["reason"]) for c in meta["verdict"]["input_checks"]]
     assert checks == [(c.stat, c.bound, c.reason) for c in cfg.export.ood.input_checks.checks]

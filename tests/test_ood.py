@@ -19,11 +19,10 @@ from mycolens.evaluation.safety import InputCheck, VerdictRule, judge
 from mycolens.inference.preprocess import normalize
 from mycolens.ood.input_stats import STAT_NAMES, InputStats
 from mycolens.ood.scored import MahalanobisScore, build_scored_net, scored_outputs, split_head
+from tests.conftest import OOD_SET_NAMES
 
 if TYPE_CHECKING:
     from tests.conftest_export import Workspace
-
-from tests.conftest import OOD_SET_NAMES
 
 pytest_plugins = ["tests.conftest_export"]  # fixtures: workspace, exported
 

@@ -98,7 +98,7 @@ def render_model_card(catalogue: Catalogue, metrics: dict[str, Any], meta: dict[
         if feat:
             lines.append(
                 f"- Feature score (an output of the graph): {feat.get('score')}, threshold {feat.get('threshold', 0):.4f} "
-                f"(keeps {feat.get('keep_in_distribution', 0):.0%} of validation images)"
+                f"(keeps {ood.get('keep_in_distribution', 0):.0%} of validation images)"
             )
         checks = (meta.get("verdict") or {}).get("input_checks") or []
         if checks:

@@ -12,7 +12,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,7 @@ def load_torch_variant(
 def load_onnx_variant(name: str, path: Path, catalogue: Catalogue, batch_size: int, threads: int) -> Variant:
     """An ONNX file of a model folder, verified against its model.json (hash, class order); the gate is not required."""
     from mycolens.export.onnx_export import onnx_outputs
-    from mycolens.inference.onnx_model import ModelRefused, make_session, read_model_json
+    from mycolens.inference.onnx_model import VARIANTS, ModelRefused, make_session, read_model_json, rule_for
 
     try:
         meta = read_model_json(path.parent)
@@ -122,7 +122,7 @@ def load_onnx_variant(name: str, path: Path, catalogue: Catalogue, batch_size: i
         int(src.get("params", 0)),
         int(src.get("flops", 0)),
         temperature=float(meta["temperature"]),
-        rule=VerdictRule.from_dict(meta["verdict"]),
+        rule=rule_for(meta, next((v for v in VARIANTS if meta["files"].get(v) is entry), "fp32")),
         meta=meta,
     )
 
@@ -234,6 +234,7 @@ def evaluate_one(
         "temperature": float(temperature),
         "ood_threshold": float(v_rule.ood_threshold),
         "feature_threshold": float(v_rule.feature_threshold),
+        "verdict": v_rule.to_dict(),
         "aurc": aurc,
         "ood_sets": per_set,
         "ood_abstain_rate_min": min(rates) if rates else None,
@@ -375,8 +376,7 @@ def evaluate_variants(
         "safety_gate": gate,
         "variants": results,
         "classes": catalogue.ids,
-        "verdict": (served_meta or {}).get("verdict")
-        or replace(rule, ood_threshold=s["ood_threshold"], feature_threshold=s["feature_threshold"]).to_dict(),
+        "verdict": s["verdict"],
         "fitted_on": fitted_on("train", "val"),
         "ood_sets": {name: {"images": m["images"]} for name, m in s["ood_sets"].items()},
         "data": {

@@ -248,14 +248,22 @@ def export_model(
                 f"(min {chk['int8_min_top1_agreement']}); try more export.quantize.calibration_images; nothing was written"
             )
 
-        train_stats = onnx_outputs(fp32, x_fit, bs)["input_stats"]
-        temperature, rule = fit_rule(settings.rule(), onnx_outputs(fp32, x_cal, bs), y_cal, train_stats, ood)
+        # temperature from fp32; every abstention threshold fitted on each variant's own outputs
         sessions = {"fp32": fp32, "int8": int8}
+        temperature, rules = None, {}
+        for variant, sess in sessions.items():
+            train_stats = onnx_outputs(sess, x_fit, bs)["input_stats"]
+            temperature, rules[variant] = fit_rule(
+                settings.rule(), onnx_outputs(sess, x_cal, bs), y_cal, train_stats, ood, temperature
+            )
+        rule = rules["fp32"]
         rates = {
-            v: gate_rate(onnx_outputs(s_, x_gate, bs), y_gate, temperature, rule, dangerous)
+            v: gate_rate(onnx_outputs(s_, x_gate, bs), y_gate, temperature, rules[v], dangerous)
             for v, s_ in sessions.items()
         }
-        ood_rates = ood_gate(sessions, ood_sets, temperature, rule, dangerous, bs)
+        ood_rates = {
+            v: ood_gate({v: s_}, ood_sets, temperature, rules[v], dangerous, bs)[v] for v, s_ in sessions.items()
+        }
         limit = float(gate["limit"])
         min_abstain, max_edible = float(gate["min_ood_abstain"]), int(gate["max_ood_edible"])
         low = sorted(
@@ -293,17 +301,17 @@ def export_model(
                 "input_stats": {"shape": [-1, len(STAT_NAMES)], "datatype": "FP32", "columns": list(STAT_NAMES)},
             },
             "temperature": float(temperature),
-            "verdict": rule.to_dict(),
+            "verdict": rule.to_dict(),  # fp32's; verdict_by_variant holds each file's own thresholds
+            "verdict_by_variant": {v: r.to_dict() for v, r in rules.items()},
             "ood": {
                 "score": OOD_SCORE,
                 "threshold": float(rule.ood_threshold),
-                "keep_in_distribution": float(ood.energy_keep),
+                "keep_in_distribution": float(ood.keep),
                 "feature": {
                     "score": "0.5 min_k (z - mu_k)^T Sigma^-1 (z - mu_k), z = unit penultimate features (pytorch-ood Mahalanobis)",
                     "normalize": ood.feature_normalize,
                     "shrinkage": ood.feature_shrinkage,
                     "threshold": float(rule.feature_threshold),
-                    "keep_in_distribution": ood.feature_keep,
                 },
                 "input_checks": {"keep": ood.checks_keep, "columns": list(STAT_NAMES)},
                 "fitted_on": fitted_on(str(settings.ood["feature"]["fit_split"]), str(cal["split"])),

@@ -46,6 +46,11 @@ def verify_model_dir(model_dir: str | Path, variant: str) -> dict[str, Any]:
     return meta
 
 
+def rule_for(meta: dict[str, Any], variant: str) -> VerdictRule:
+    """The verdict rule of one model file: its own fitted thresholds when model.json has them."""
+    return VerdictRule.from_dict(meta.get("verdict_by_variant", {}).get(variant) or meta["verdict"])
+
+
 def make_session(path: str | Path, threads: int = 0, providers: Sequence[str] | None = None) -> Any:
     """An ONNX Runtime session; CUDA when the installed runtime offers it, else CPU."""
     import onnxruntime as ort
@@ -81,7 +86,7 @@ class OnnxClassifier:
 
     @property
     def rule(self) -> VerdictRule:
-        return VerdictRule.from_dict(self.meta["verdict"])
+        return rule_for(self.meta, self.variant)
 
     @property
     def preprocessing(self) -> dict[str, Any]:

@@ -20,15 +20,14 @@ from mycolens.ood.input_stats import STAT_NAMES
 class OodSettings:
     """conf/export's `ood` section (see conf/export/default.yaml for the meaning of each value)."""
 
-    energy_keep: float
+    keep: float  # the energy threshold and the feature threshold each keep this share of validation photos
     feature_normalize: bool
     feature_shrinkage: float
-    feature_keep: float
     checks_keep: float
     checks: tuple[dict[str, str], ...]
 
     @classmethod
-    def from_config(cls, energy_keep: float, ood: Mapping[str, Any]) -> OodSettings:
+    def from_config(cls, keep: float, ood: Mapping[str, Any]) -> OodSettings:
         checks = tuple({k: str(v) for k, v in dict(c).items()} for c in ood["input_checks"]["checks"])
         for c in checks:
             if (
@@ -40,10 +39,9 @@ class OodSettings:
                     f"bad input check {c}: stat in {STAT_NAMES}, bound min|max, reason in {ABSTAIN_REASONS}"
                 )
         return cls(
-            energy_keep=float(energy_keep),
+            keep=float(keep),
             feature_normalize=bool(ood["feature"]["normalize"]),
             feature_shrinkage=float(ood["feature"]["shrinkage"]),
-            feature_keep=float(ood["feature"]["keep_in_distribution"]),
             checks_keep=float(ood["input_checks"]["keep"]),
             checks=checks,
         )
@@ -68,15 +66,18 @@ def fit_rule(
     y_val: np.ndarray,
     train_stats: np.ndarray,
     settings: OodSettings,
+    temperature: float | None = None,
 ) -> tuple[float, VerdictRule]:
-    """The temperature and the full rule: `base`'s verdict thresholds plus every fitted abstention threshold."""
+    """The temperature (fitted unless given) and the full rule: `base`'s verdict thresholds plus every fitted
+    abstention threshold, for the model whose outputs `val` and `train_stats` are."""
     keep = np.asarray(y_val) >= 0
     logits = np.asarray(val["logits"])[keep]
-    temperature = fit_temperature(logits, np.asarray(y_val)[keep])
+    if temperature is None:
+        temperature = fit_temperature(logits, np.asarray(y_val)[keep])
     rule = dataclasses.replace(
         base,
-        ood_threshold=ood_threshold(energy_score(logits, temperature), settings.energy_keep),
-        feature_threshold=ood_threshold(np.asarray(val["feature_score"])[keep], settings.feature_keep),
+        ood_threshold=ood_threshold(energy_score(logits, temperature), settings.keep),
+        feature_threshold=ood_threshold(np.asarray(val["feature_score"])[keep], settings.keep),
         input_checks=fit_input_checks(train_stats, settings.checks, settings.checks_keep),
     )
     return temperature, rule

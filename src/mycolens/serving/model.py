@@ -15,7 +15,7 @@ from PIL import Image
 
 from mycolens.catalogue import Catalogue
 from mycolens.evaluation.safety import VerdictRule
-from mycolens.inference.onnx_model import VARIANTS, ModelRefused, OnnxClassifier, answers
+from mycolens.inference.onnx_model import VARIANTS, ModelRefused, OnnxClassifier, answers, rule_for
 from mycolens.inference.preprocess import normalize
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def public_info(meta: dict[str, Any], variant: str, model_dir: Path) -> dict[str
         "input": meta["input"],
         "output": meta["output"],
         "temperature": meta["temperature"],
-        "verdict": meta["verdict"],
+        "verdict": rule_for(meta, variant).to_dict(),  # the served file's own thresholds
         "ood": meta.get("ood"),
         "safety_gate": meta.get("safety_gate"),
         "files": {variant: meta["files"][variant]},
