@@ -108,6 +108,22 @@ def export_settings(cfg: Any) -> Any:
     return ExportSettings.from_config(OmegaConf.to_container(cfg.export, resolve=True))
 
 
+def evaluation_args(cfg: Any, gate_limit: float = 1.0) -> dict[str, Any]:
+    """evaluate_variants' rule, OOD settings and a permissive gate from a composed config, as scripts/evaluate.py builds them."""
+    from omegaconf import OmegaConf
+
+    from mycolens.evaluation.safety import VerdictRule
+    from mycolens.ood.fit import OodSettings
+
+    return {
+        "rule": VerdictRule(**{k: float(v) for k, v in cfg.export.verdict.items()}),
+        "ood": OodSettings.from_config(
+            float(cfg.export.calibration.keep_in_distribution), OmegaConf.to_container(cfg.export.ood, resolve=True)
+        ),
+        "gate": {"limit": gate_limit, "min_ood_abstain": 0.0, "max_ood_edible": 10**9},
+    }
+
+
 def make_unsafe_checkpoint(src: Path, dst: Path, edible_id: str = "agaricus_campestris") -> Path:
     """A copy of `src` whose classifier bias makes every image an edible species (so poisonous ones are called edible)."""
     from mycolens.catalogue import load_catalogue

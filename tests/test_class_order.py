@@ -14,12 +14,12 @@ from mycolens.catalogue import DEFAULT_CATALOGUE, Catalogue, load_catalogue
 from mycolens.cli import UserError
 from mycolens.data.shards import ShardsError
 from mycolens.evaluation.evaluate import evaluate_variants
-from mycolens.evaluation.safety import VerdictRule
 from mycolens.export import export_model
 from mycolens.export.checkpoint import load_checkpoint, torch_logits
 from mycolens.export.inputs import load_images
 from mycolens.inference.onnx_model import OnnxClassifier
 from mycolens.training.run import build_datamodule, checkpoint_summary
+from tests.conftest_export import evaluation_args
 
 if TYPE_CHECKING:
     from tests.conftest_export import Workspace
@@ -63,8 +63,7 @@ def test_every_stage_uses_the_catalogue_order(workspace: Workspace, exported: di
         CAT,
         {"teacher": workspace.best, "onnx_fp32": exported["dir"] / "model.onnx"},
         served="onnx_fp32",
-        rule=VerdictRule(),
-        gate_limit=1.0,
+        **evaluation_args(workspace.cfg()),
         reports_dir=tmp_path,
         latency={"batch_sizes": [1], "repeats": 1, "warmup": 0},
     )
@@ -94,8 +93,7 @@ def test_reversed_catalogue_is_refused_by_evaluation(
                 load_catalogue(reversed_catalogue),
                 variant,
                 served=next(iter(variant)),
-                rule=VerdictRule(),
-                gate_limit=1.0,
+                **evaluation_args(workspace.cfg()),
                 reports_dir=tmp_path,
             )
     assert not (tmp_path / "metrics.json").exists()
@@ -124,7 +122,6 @@ def test_model_json_catalogue_with_other_edibility_is_refused(
             CAT,
             {"onnx_fp32": folder / "model.onnx"},
             served="onnx_fp32",
-            rule=VerdictRule(),
-            gate_limit=1.0,
+            **evaluation_args(workspace.cfg()),
             reports_dir=tmp_path,
         )
