@@ -47,13 +47,15 @@ def predict_logits(
     return torch.cat(logits).numpy(), torch.cat(labels).numpy()
 
 
-def classification_metrics(logits: np.ndarray, labels: np.ndarray, catalogue: Catalogue) -> dict[str, float]:
-    """accuracy, macro_f1 and unsafe_edible_rate (softmax at T=1, the default verdict rule) of logits."""
+def classification_metrics(
+    logits: np.ndarray, labels: np.ndarray, catalogue: Catalogue, rule: VerdictRule
+) -> dict[str, float]:
+    """accuracy, macro_f1 and unsafe_edible_rate (softmax at T=1, the configured verdict rule) of logits."""
     probs = torch.from_numpy(logits).double().softmax(-1).numpy()
     danger = np.asarray(catalogue.dangerous_mask, bool)[labels]
     unsafe = 0.0
     if danger.any():
-        verdicts = np.asarray(decide(probs[danger], catalogue.dangerous_mask, VerdictRule()))
+        verdicts = np.asarray(decide(probs[danger], catalogue.dangerous_mask, rule))
         unsafe = float((verdicts == "edible").mean())
     f1 = multiclass_f1_score(torch.from_numpy(logits), torch.from_numpy(labels), catalogue.num_classes, average="macro")
     return {
@@ -64,7 +66,7 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, catalogue: Ca
 
 
 def evaluate_nets(
-    nets: dict[str, nn.Module], datamodule: Any, catalogue: Catalogue, device: torch.device | str
+    nets: dict[str, nn.Module], datamodule: Any, catalogue: Catalogue, rule: VerdictRule, device: torch.device | str
 ) -> dict[str, dict[str, float]]:
     """val/ and test/ metrics of each network on the datamodule's splits (plain loop, one process)."""
     for stage in ("validate", "test"):
@@ -73,7 +75,7 @@ def evaluate_nets(
     for split in ("val", "test"):
         loader = DataLoader(datamodule.splits[split], batch_size=int(datamodule.hparams.batch_size), shuffle=False)
         for name, net in nets.items():
-            metrics = classification_metrics(*predict_logits(net.to(device), loader, device), catalogue)
+            metrics = classification_metrics(*predict_logits(net.to(device), loader, device), catalogue, rule)
             out[name].update({f"{split}/{k}": round(v, 6) for k, v in metrics.items()})
     return out
 
@@ -139,6 +141,7 @@ def compress(cfg: DictConfig, publish: bool = True) -> dict[str, Any]:
     )
 
     d = c.distill
+    verdict = {k: float(v) for k, v in OmegaConf.to_container(cfg.export.verdict, resolve=True).items()}
     module = DistillationModule(
         teacher=teacher.net,
         temperature=float(d.temperature),
@@ -151,6 +154,7 @@ def compress(cfg: DictConfig, publish: bool = True) -> dict[str, Any]:
         mean=list(hp.mean),
         std=list(hp.std),
         label_smoothing=float(d.label_smoothing),
+        verdict=verdict,
         optimizer=instantiate(c.optimizer),
         scheduler=instantiate(c.scheduler) if c.get("scheduler") else None,
     )
@@ -169,7 +173,11 @@ def compress(cfg: DictConfig, publish: bool = True) -> dict[str, Any]:
     if trainer.is_global_zero:
         device = trainer.strategy.root_device
         scores = evaluate_nets(
-            {"teacher": module.teacher, "student": module.net}, datamodule, teacher.catalogue, device
+            {"teacher": module.teacher, "student": module.net},
+            datamodule,
+            teacher.catalogue,
+            VerdictRule(**verdict),
+            device,
         )
         report = _report(ops, scores, pruning, fit_s, int(trainer.current_epoch), best)
         out_ckpt = Path(c.output_ckpt) if publish else Path(cfg.paths.output_dir) / "compressed.ckpt"

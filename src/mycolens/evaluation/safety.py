@@ -31,11 +31,12 @@ class InputCheck:
 
 @dataclass(frozen=True)
 class VerdictRule:
-    """Thresholds of the conservative verdict (defaults live in conf/export)."""
+    """Thresholds of the conservative verdict: the first three come from conf/export's `verdict` (no defaults
+    here, so the YAML is their only source); the abstention thresholds are fitted by the export."""
 
-    edible_min_confidence: float = 0.9  # top-1 edible species must be at least this likely
-    poison_max: float = 0.02  # calibrated P(poisonous or deadly) must stay below this to say edible
-    do_not_eat_min: float = 0.5  # P(poisonous or deadly) at or above this says do_not_eat
+    edible_min_confidence: float  # top-1 edible species must be at least this likely
+    poison_max: float  # calibrated P(poisonous or deadly) must stay below this to say edible
+    do_not_eat_min: float  # P(poisonous or deadly) at or above this says do_not_eat
     ood_threshold: float = float("inf")  # energy score above this abstains (the input is unlike training data)
     feature_threshold: float = float("inf")  # feature (Mahalanobis) score above this abstains
     input_checks: tuple[InputCheck, ...] = field(default_factory=tuple)  # photo statistics out of range abstain

@@ -21,6 +21,7 @@ CLASSIFIER_KEYS = (
     "mean",
     "std",
     "compile",
+    "verdict",
 )
 # module attributes torch-pruning rewrites when it removes channels (plain ints, or a tuple for LayerNorm)
 STRUCTURE_ATTRS = (

@@ -17,10 +17,10 @@ class UnsafeEdibleRate(Metric):
 
     full_state_update = False
 
-    def __init__(self, dangerous: Sequence[bool], rule: VerdictRule | None = None) -> None:
+    def __init__(self, dangerous: Sequence[bool], rule: VerdictRule) -> None:
         super().__init__()
         self.dangerous = list(dangerous)
-        self.rule = rule or VerdictRule()
+        self.rule = rule
         self.add_state("probs", default=[], dist_reduce_fx="cat")
         self.add_state("target", default=[], dist_reduce_fx="cat")
 

@@ -12,6 +12,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
 
 from mycolens.catalogue import Catalogue
+from mycolens.evaluation.safety import VerdictRule
 from mycolens.models.backbones import build_backbone
 from mycolens.models.metrics import UnsafeEdibleRate
 
@@ -41,6 +42,7 @@ class MushroomClassifier(LightningModule):
         mean: list[float] | None = None,
         std: list[float] | None = None,
         compile: bool = False,
+        verdict: dict[str, float] | None = None,
         net: nn.Module | None = None,
     ) -> None:
         super().__init__()
@@ -54,8 +56,11 @@ class MushroomClassifier(LightningModule):
         self.val_metrics = self._metrics("val")
         self.test_metrics = self._metrics("test")
         self.train_acc = MulticlassAccuracy(num_classes=n)
-        self.val_unsafe = UnsafeEdibleRate(self.catalogue.dangerous_mask)
-        self.test_unsafe = UnsafeEdibleRate(self.catalogue.dangerous_mask)
+        # the configured verdict rule (conf/export's `verdict`, passed by the builders); without one (a module
+        # built by hand) the unsafe_edible_rate metrics are not logged
+        rule = VerdictRule(**{k: float(v) for k, v in verdict.items()}) if verdict else None
+        self.val_unsafe = UnsafeEdibleRate(self.catalogue.dangerous_mask, rule) if rule else None
+        self.test_unsafe = UnsafeEdibleRate(self.catalogue.dangerous_mask, rule) if rule else None
         self.val_recall = MulticlassRecall(num_classes=n, average=None)
 
     def _metrics(self, prefix: str) -> MetricCollection:
@@ -100,30 +105,35 @@ class MushroomClassifier(LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss, logits, y = self._step(batch)
         self.val_metrics.update(logits, y)
-        self.val_unsafe.update(logits.softmax(-1), y)
+        if self.val_unsafe is not None:
+            self.val_unsafe.update(logits.softmax(-1), y)
         self.val_recall.update(logits, y)
         self.log("val/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
         self.log_dict(values, prog_bar=True, sync_dist=True)
-        self.log("val/unsafe_edible_rate", self.val_unsafe.compute(), prog_bar=True, sync_dist=True)
+        if self.val_unsafe is not None:
+            self.log("val/unsafe_edible_rate", self.val_unsafe.compute(), prog_bar=True, sync_dist=True)
+            self.val_unsafe.reset()
         for name, recall in zip(self.catalogue.ids, self.val_recall.compute()):
             self.log(f"val_recall/{name}", recall, sync_dist=True)
-        for m in (self.val_metrics, self.val_unsafe, self.val_recall):
+        for m in (self.val_metrics, self.val_recall):
             m.reset()
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss, logits, y = self._step(batch)
         self.test_metrics.update(logits, y)
-        self.test_unsafe.update(logits.softmax(-1), y)
+        if self.test_unsafe is not None:
+            self.test_unsafe.update(logits.softmax(-1), y)
         self.log("test/loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.test_metrics.compute(), sync_dist=True)
-        self.log("test/unsafe_edible_rate", self.test_unsafe.compute(), sync_dist=True)
+        if self.test_unsafe is not None:
+            self.log("test/unsafe_edible_rate", self.test_unsafe.compute(), sync_dist=True)
+            self.test_unsafe.reset()
         self.test_metrics.reset()
-        self.test_unsafe.reset()
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch

@@ -46,6 +46,7 @@ def build_module(cfg: DictConfig, datamodule: ShardDataModule) -> LightningModul
         image_size=int(cfg.data.image_size),
         mean=list(datamodule.mean),
         std=list(datamodule.std),
+        verdict=OmegaConf.to_container(cfg.export.verdict, resolve=True),  # the one configured rule
         _convert_="all",
     )
 
