@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo pipeline data train test test-fast lint format serve predict retrain bench clean
+.PHONY: venv browser demo pipeline data train test test-fast lint format serve predict retrain bench clean
 
 venv: $(STAMP)
 
@@ -36,16 +36,31 @@ data: venv
 train: venv
 	$(PY) scripts/train.py
 
+## browser: Debian's Chromium for the browser tests (a browser download fails offline); apt-get as root
+CHROMIUM := /usr/bin/chromium
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser tests (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "error: the browser tests need Debian's Chromium at $(CHROMIUM): run 'sudo apt-get install chromium'" \
+	         "(or 'make test-fast', which skips them)" >&2; exit 2; \
+	  fi; \
+	fi
+
 ## test: the whole suite (fast and slow); CI runs exactly this
-test: venv
+test: venv browser
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-fast: venv
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
+## lint: ruff, and the layer contracts of pyproject.toml (import-linter)
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: venv
 	$(VENV)/bin/ruff check --fix .

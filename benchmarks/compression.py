@@ -63,7 +63,7 @@ def scores(logits: np.ndarray, labels: np.ndarray, meta: dict[str, Any]) -> dict
     figures add the graph's feature score and photo checks, which only ever turn an answer into `uncertain`.
     """
     from mycolens.catalogue import Catalogue
-    from mycolens.evaluation.safety import VerdictRule, decide_logits
+    from mycolens.verdict.rule import VerdictRule, decide_logits
 
     dangerous = Catalogue.from_dict(meta["catalogue"]).dangerous_mask
     verdicts = np.asarray(

@@ -48,7 +48,7 @@ def main(cfg: DictConfig) -> None:
     from mycolens.catalogue import load_catalogue
     from mycolens.cli import UserError
     from mycolens.evaluation.evaluate import evaluate_variants
-    from mycolens.evaluation.safety import VerdictRule
+    from mycolens.verdict.rule import VerdictRule
 
     if cfg.get("ckpt_path"):
         from mycolens.training.run import evaluate_checkpoint

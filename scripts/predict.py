@@ -25,8 +25,8 @@ if not any(a.lstrip("+").startswith("task_name=") for a in sys.argv[1:]):
 @task
 def main(cfg: DictConfig) -> int:
     from mycolens.cli import UserError
-    from mycolens.export.predict import collect_images, predict_files, render
     from mycolens.inference.onnx_model import ModelRefused, OnnxClassifier
+    from mycolens.inference.predict import collect_images, predict_files, render
 
     if not cfg.get("path"):
         raise UserError("give the image or folder to predict: python scripts/predict.py path=photo.jpg")

@@ -1,7 +1,7 @@
 """Start the Ray Serve app on 127.0.0.1 with the HTTP front of conf/serve: `python scripts/serve.py` (`make serve`).
 
 Serve takes its front (HAProxy or its Python proxy) from the environment Ray starts with, so this sets that
-environment (mycolens.serving.front) and runs `serve run` on serve/config.yaml. Other `serve.*` overrides
+environment (serve.front) and runs `serve run` on serve/config.yaml. Other `serve.*` overrides
 (e.g. `serve.variant=fp32`, `serve.batch.max_batch_size=32`) go into a copy of that file in the run folder.
 `serve.proxy=python` picks Serve's Python proxy; plain `serve run serve/config.yaml` also works, with the Python
 proxy unless RAY_SERVE_ENABLE_HA_PROXY=1 is set.
@@ -20,6 +20,7 @@ from mycolens.cli import quiet_environment, task
 quiet_environment()
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "serve" / "config.yaml"
+sys.path.insert(0, str(ROOT))  # serve/ (the Serve app and its front) lives beside the package, at the edge
 if not any(a.startswith(("task_name=", "+task_name=", "++task_name=")) for a in sys.argv[1:]):
     sys.argv.insert(1, "task_name=serve")  # run folders under logs/serve/
 
@@ -43,8 +44,8 @@ def serve_config(base: dict, overrides: list[str], model_dir: str | None, varian
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from mycolens.serving.front import front_env, grpc_message_bytes
     from mycolens.utils.io import write_bytes_atomic
+    from serve.front import front_env, grpc_message_bytes
 
     given = [o for o in HydraConfig.get().overrides.task if o.lstrip("+~").startswith("serve.")]
     config = CONFIG

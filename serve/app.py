@@ -26,13 +26,13 @@ from ray.serve.handle import DeploymentHandle
 from mycolens.inference.onnx_model import ModelRefused
 from mycolens.serving.api import build_api
 from mycolens.serving.errors import ApiError
-from mycolens.serving.front import grpc_message_bytes
 from mycolens.serving.grouping import Grouper
 from mycolens.serving.hooks import IngressContext, PredictionHooks
 from mycolens.serving.images import answer_photos
 from mycolens.serving.metrics import ServeMetrics
 from mycolens.serving.model import ModelControl, ModelRunner
 from mycolens.serving.settings import Limits, ServeSettings, ort_threads, resolve_path
+from serve.front import grpc_message_bytes
 
 log = logging.getLogger("ray.serve")
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """HAProxy for Ray Serve on one machine, with every listener on 127.0.0.1.
 
-Serve starts it as `RAY_SERVE_HAPROXY_BINARY_PATH` (set by mycolens.serving.front.front_env): it writes the config
+Serve starts it as `RAY_SERVE_HAPROXY_BINARY_PATH` (set by serve.front.front_env): it writes the config
 Serve gave (`-f FILE`) to FILE.loopback with the stats and Prometheus listeners bound to 127.0.0.1 (Ray 2.60 binds
 them on every interface), then execs the real HAProxy ($MYCOLENS_HAPROXY_BINARY) with the same arguments. On Linux
 HAProxy also gets SIGTERM when the Serve actor that started it dies (a killed Ray would otherwise leave it
@@ -14,8 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # no venv needed: front.py is stdlib-only here
-from mycolens.serving.front import loopback_config
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # no venv needed: serve/front.py is stdlib-only
+from serve.front import loopback_config
 
 
 def die_with_parent() -> None:
@@ -35,7 +35,7 @@ def die_with_parent() -> None:
 def main(argv: list[str]) -> None:
     real = os.environ.get("MYCOLENS_HAPROXY_BINARY")
     if not real:
-        sys.exit("haproxy_loopback: MYCOLENS_HAPROXY_BINARY is not set (use mycolens.serving.front.front_env)")
+        sys.exit("haproxy_loopback: MYCOLENS_HAPROXY_BINARY is not set (use serve.front.front_env)")
     if Path(real).resolve() == Path(__file__).resolve():
         sys.exit("haproxy_loopback: MYCOLENS_HAPROXY_BINARY points at this wrapper, not at HAProxy")
     args = list(argv)

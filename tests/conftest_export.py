@@ -112,8 +112,8 @@ def evaluation_args(cfg: Any, gate_limit: float = 1.0) -> dict[str, Any]:
     """evaluate_variants' rule, OOD settings and a permissive gate from a composed config, as scripts/evaluate.py builds them."""
     from omegaconf import OmegaConf
 
-    from mycolens.evaluation.safety import VerdictRule
     from mycolens.ood.fit import OodSettings
+    from mycolens.verdict.rule import VerdictRule
 
     return {
         "rule": VerdictRule(**{k: float(v) for k, v in cfg.export.verdict.items()}),

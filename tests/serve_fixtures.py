@@ -25,10 +25,10 @@ import numpy as np
 from PIL import Image
 
 from mycolens.catalogue import load_catalogue
-from mycolens.evaluation.calibration import OOD_SCORE, energy_score, ood_threshold
-from mycolens.evaluation.safety import VerdictRule
-from mycolens.serving.front import front_env
 from mycolens.utils.io import sha256_file, write_json_atomic
+from mycolens.verdict.calibration import OOD_SCORE, energy_score, ood_threshold
+from mycolens.verdict.rule import VerdictRule
+from serve.front import front_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE_CLI = str(ROOT / ".venv" / "bin" / "serve")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mycolens.serving.front import front_env, grpc_message_bytes
+from serve.front import front_env, grpc_message_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

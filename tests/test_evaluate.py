@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from mycolens.catalogue import load_catalogue
-from mycolens.evaluation import metrics as M
 from mycolens.evaluation.card import lookalike_pairs
 from mycolens.inference.onnx_model import ModelRefused, verify_model_dir
+from mycolens.verdict import metrics as M
 from tests.conftest import OOD_SET_NAMES
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from mycolens.evaluation.safety import VerdictRule
+from mycolens.verdict.rule import VerdictRule
 
 if TYPE_CHECKING:
     from tests.conftest_export import Workspace

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from mycolens.data.outliers import FAMILIES, render_outliers
-from mycolens.evaluation.safety import InputCheck, VerdictRule, judge
 from mycolens.inference.preprocess import normalize
 from mycolens.ood.input_stats import STAT_NAMES, InputStats
 from mycolens.ood.scored import MahalanobisScore, build_scored_net, scored_outputs, split_head
+from mycolens.verdict.rule import InputCheck, VerdictRule, judge
 from tests.conftest import OOD_SET_NAMES
 
 if TYPE_CHECKING:

@@ -14,7 +14,6 @@ import yaml
 from fastapi import APIRouter, Request
 from fastapi.testclient import TestClient
 
-from mycolens.evaluation.safety import judge_outputs
 from mycolens.inference.onnx_model import OnnxClassifier
 from mycolens.inference.preprocess import decode_image, normalize, resize_center_crop
 from mycolens.serving.api import LocalBackend, build_api
@@ -24,6 +23,7 @@ from mycolens.serving.metrics import ServeMetrics
 from mycolens.serving.model import ModelControl, ModelRunner
 from mycolens.serving.settings import ServeSettings, ort_threads, resolve_path
 from mycolens.serving.uploads import extract_image, parse_multipart, parse_top_k
+from mycolens.verdict.rule import judge_outputs
 from serve.app import build_app, deployment_options, load_serve_config
 from tests.serve_fixtures import (
     ANSWER_FIELDS,
@@ -457,7 +457,7 @@ def test_haproxy_front_keeps_every_listener_on_loopback(tmp_path: Path, monkeypa
     """front_env picks the front; the wrapper rewrites HAProxy's address-less binds to 127.0.0.1 and execs HAProxy."""
     import subprocess
 
-    from mycolens.serving.front import front_env, grpc_message_bytes, loopback_config
+    from serve.front import front_env, grpc_message_bytes, loopback_config
 
     # a process that already started a Ray with this front (the tests do) must still find the real HAProxy
     monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(ROOT / "serve" / "haproxy_loopback.py"))
@@ -506,7 +506,7 @@ def test_haproxy_started_through_the_wrapper_dies_with_the_process_that_started_
 
     import psutil
 
-    from mycolens.serving.front import front_env
+    from serve.front import front_env
     from tests.serve_fixtures import free_port
 
     env = {**os.environ, **front_env("haproxy", ROOT)}

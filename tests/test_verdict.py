@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from mycolens.catalogue import load_catalogue
-from mycolens.evaluation.safety import VerdictRule, decide, poisonous_probability
+from mycolens.verdict.rule import VerdictRule, decide, poisonous_probability
 
 ROOT = Path(__file__).resolve().parents[1]
 CAT = load_catalogue()
@@ -109,7 +109,7 @@ def test_batch_of_rows_and_class_count_check(rule: VerdictRule) -> None:
 
 def test_energy_score_at_a_temperature_separates_saturated_logits() -> None:
     """-T logsumexp(z / T) at any temperature; a row with no clear winner scores higher than a confident one."""
-    from mycolens.evaluation.calibration import energy_score
+    from mycolens.verdict.calibration import energy_score
 
     confident = np.array([[12.0, 0.0, 0.0, 0.0]])
     flat = np.array([[8.0, 7.0, 7.0, 7.0]])  # no clear winner: looks unlike any training class

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mycolens.errors import UserError
+
 ROOT = Path(__file__).resolve().parents[2]  # where this package's source lives (an editable checkout)
 
 
@@ -22,10 +24,6 @@ def project_root() -> Path:
 
 
 log = logging.getLogger("mycolens")
-
-
-class UserError(RuntimeError):
-    """An error the user can fix (bad input, missing file); printed as one line, exit code 2."""
 
 
 def quiet_environment() -> None:

@@ -19,15 +19,15 @@ from torch.utils.data import DataLoader
 from torchmetrics.functional.classification import multiclass_f1_score
 
 from mycolens.catalogue import Catalogue
-from mycolens.cli import UserError
 from mycolens.compression.checkpoint import save_compressed
 from mycolens.compression.distill import DistillationModule
 from mycolens.compression.prune import count_ops, prune_network
 from mycolens.data.shards import read_manifest
-from mycolens.evaluation.safety import VerdictRule, decide
+from mycolens.errors import UserError
 from mycolens.models.loading import load_classifier
 from mycolens.training.run import build_callbacks, build_datamodule, build_loggers, build_trainer
 from mycolens.utils.io import sha256_file, write_json_atomic
+from mycolens.verdict.rule import VerdictRule, decide
 
 log = logging.getLogger(__name__)
 

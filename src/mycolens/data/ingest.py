@@ -19,7 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from mycolens.catalogue import Catalogue
-from mycolens.cli import UserError
+from mycolens.errors import UserError
 from mycolens.data.shards import channel_mean_std, grouped_split, sha256_bytes, write_shards
 from mycolens.inference.preprocess import ImageRejected, decode_image, resize_center_crop
 from mycolens.utils.io import atomic_dir, write_json_atomic

@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 
 from mycolens.catalogue import Catalogue
-from mycolens.cli import UserError
 from mycolens.data.shards import check_catalogue, read_manifest
-from mycolens.evaluation import metrics as M
-from mycolens.evaluation.calibration import softmax
-from mycolens.evaluation.safety import VerdictRule, judge_outputs
+from mycolens.errors import UserError
 from mycolens.ood.fit import fitted_on
 from mycolens.utils.io import sha256_file, write_json_atomic
+from mycolens.verdict import metrics as M
+from mycolens.verdict.calibration import softmax
+from mycolens.verdict.rule import VerdictRule, judge_outputs
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mycolens.catalogue import Catalogue
-from mycolens.evaluation.metrics import dangerous_confusions, reliability
 from mycolens.utils.io import atomic_path
+from mycolens.verdict.metrics import dangerous_confusions, reliability
 
 DANGER = "#d62728"
 
@@ -70,7 +70,7 @@ def plot_reliability(
     bins: int = 15,
 ) -> Path:
     """Reliability diagrams before and after temperature scaling, side by side, with their ECE."""
-    from mycolens.evaluation.metrics import ece
+    from mycolens.verdict.metrics import ece
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharey=True)
     for ax, probs, name in (

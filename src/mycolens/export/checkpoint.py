@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mycolens.catalogue import Catalogue
-from mycolens.cli import UserError
+from mycolens.errors import UserError
 
 
 def load_checkpoint(path: str | Path) -> Any:

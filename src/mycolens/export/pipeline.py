@@ -15,11 +15,8 @@ from typing import Any
 import numpy as np
 
 from mycolens.catalogue import Catalogue
-from mycolens.cli import UserError
 from mycolens.data.shards import check_catalogue, read_manifest
-from mycolens.evaluation.calibration import OOD_SCORE
-from mycolens.evaluation.metrics import unsafe_edible_rate
-from mycolens.evaluation.safety import VerdictRule, decide_outputs
+from mycolens.errors import UserError
 from mycolens.export.checkpoint import check_class_order, count_params_flops, load_checkpoint
 from mycolens.export.inputs import load_images
 from mycolens.export.onnx_export import (
@@ -36,6 +33,9 @@ from mycolens.ood.fit import OodSettings, fit_rule, fitted_on
 from mycolens.ood.input_stats import STAT_NAMES
 from mycolens.ood.scored import OUTPUT_NAMES, build_scored_net, scored_outputs
 from mycolens.utils.io import atomic_dir, sha256_file
+from mycolens.verdict.calibration import OOD_SCORE
+from mycolens.verdict.metrics import unsafe_edible_rate
+from mycolens.verdict.rule import VerdictRule, decide_outputs
 
 log = logging.getLogger(__name__)
 

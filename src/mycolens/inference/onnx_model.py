@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from mycolens.catalogue import Catalogue
-from mycolens.evaluation.calibration import energy_score, softmax
-from mycolens.evaluation.safety import VerdictRule, judge
 from mycolens.utils.io import sha256_file
+from mycolens.verdict.calibration import energy_score, softmax
+from mycolens.verdict.rule import VerdictRule, judge
 
 VARIANTS = ("fp32", "int8")
 

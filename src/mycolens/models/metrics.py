@@ -9,7 +9,7 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from mycolens.evaluation.safety import VerdictRule, decide
+from mycolens.verdict.rule import VerdictRule, decide
 
 
 class UnsafeEdibleRate(Metric):

@@ -12,7 +12,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
 
 from mycolens.catalogue import Catalogue
-from mycolens.evaluation.safety import VerdictRule
+from mycolens.verdict.rule import VerdictRule
 from mycolens.models.backbones import build_backbone
 from mycolens.models.metrics import UnsafeEdibleRate
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from mycolens.evaluation.calibration import energy_score, fit_temperature, ood_threshold
-from mycolens.evaluation.safety import ABSTAIN_REASONS, InputCheck, VerdictRule
 from mycolens.ood.input_stats import STAT_NAMES
+from mycolens.verdict.calibration import energy_score, fit_temperature, ood_threshold
+from mycolens.verdict.rule import ABSTAIN_REASONS, InputCheck, VerdictRule
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import numpy as np
 from PIL import Image
 
 from mycolens.catalogue import Catalogue
-from mycolens.evaluation.safety import VerdictRule
 from mycolens.inference.onnx_model import VARIANTS, ModelRefused, OnnxClassifier, answers, rule_for
 from mycolens.inference.preprocess import normalize
+from mycolens.verdict.rule import VerdictRule
 
 log = logging.getLogger(__name__)
 

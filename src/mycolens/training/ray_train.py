@@ -20,8 +20,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer, seed_everythin
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
-from mycolens.cli import UserError
 from mycolens.data.shards import read_manifest
+from mycolens.errors import UserError
 from mycolens.training.run import (
     build_callbacks,
     build_datamodule,

@@ -15,9 +15,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from mycolens.catalogue import load_catalogue
-from mycolens.cli import UserError
 from mycolens.data.datamodule import ShardDataModule
 from mycolens.data.shards import read_manifest
+from mycolens.errors import UserError
 from mycolens.utils.io import save_torch_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)

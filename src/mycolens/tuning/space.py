@@ -14,7 +14,7 @@ from typing import Any
 
 from hydra.utils import instantiate
 
-from mycolens.cli import UserError
+from mycolens.errors import UserError
 
 _PLAIN = re.compile(r"[A-Za-z0-9_./:+-]+")
 _CALL = re.compile(r"\s*([a-z_]+)\s*\((.*)\)\s*", re.DOTALL)

@@ -17,7 +17,7 @@ from typing import Any
 
 from hydra.utils import instantiate
 
-from mycolens.cli import UserError
+from mycolens.errors import UserError
 from mycolens.training.ray_train import CHECKPOINT_NAME, ray_session
 from mycolens.tuning.results import experiment_yaml, history_rows, plot_trials, trial_rows, write_csv
 from mycolens.tuning.space import build_param_space, to_overrides

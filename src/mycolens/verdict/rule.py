@@ -138,7 +138,7 @@ def judge_outputs(
     outputs: Mapping[str, np.ndarray], temperature: float, dangerous: Sequence[bool], rule: VerdictRule
 ) -> list[tuple[Verdict, str | None]]:
     """Verdicts and reasons from the model's outputs ({logits[, feature_score, input_stats]}) at the fitted T."""
-    from mycolens.evaluation.calibration import energy_score, softmax
+    from mycolens.verdict.calibration import energy_score, softmax
 
     logits = outputs["logits"]
     return judge(
