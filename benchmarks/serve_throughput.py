@@ -20,7 +20,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -141,7 +140,7 @@ def served(
     from ray import serve
 
     from serve.app import build_app
-    from tests.serve_fixtures import free_port, ray_env, wait_ready
+    from serve.local import free_port, ray_env, wait_ready
 
     os.environ.update(ray_env(proxy))
     cores = os.cpu_count() or 1
@@ -186,10 +185,7 @@ def model_folder(arg: str | None) -> tuple[Path, str]:
     path = Path(arg) if arg else ROOT / "models" / "export"
     if (path / "model.json").is_file():
         return path, str(path)
-    from tests.serve_fixtures import make_model_dir
-
-    tiny = make_model_dir(Path(tempfile.mkdtemp(prefix="mycolens-bench-")))
-    return tiny, "tiny test model (tests/serve_fixtures.py; run scripts/export.py for the real one)"
+    raise SystemExit(f"no model folder at {path}: run `make demo` (or scripts/export.py), or give --model-dir")
 
 
 def main() -> None:

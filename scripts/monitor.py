@@ -43,7 +43,7 @@ def main(cfg: DictConfig) -> None:
     except ReferenceError as exc:
         raise UserError(str(exc)) from None
     try:
-        classifier = OnnxClassifier.load(model_dir, str(cfg.serve.get("variant", "fp32")), threads=2)
+        classifier = OnnxClassifier.load(model_dir, str(cfg.serve.variant), threads=2)
     except (ModelRefused, OSError, KeyError) as exc:
         print(f"warning: no model predictions ({exc}); confidence and predicted_class are left out", file=sys.stderr)
         classifier = None

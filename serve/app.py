@@ -122,7 +122,7 @@ class MycolensModel:
             self.run_batch.set_batch_wait_timeout_s(float(batch["batch_wait_timeout_s"]))
         self.config = {
             "model_dir": str(resolve_path(user_config["model_dir"])),
-            "variant": str(user_config.get("variant", "int8")),
+            "variant": str(user_config["variant"]),  # serve/config.yaml sets it (tested equal to conf/serve)
         }
         key = json.dumps(self.config, sort_keys=True)
         state = await self._control_call("offer_config", key, self.config["model_dir"], self.config["variant"])

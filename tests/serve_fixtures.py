@@ -13,10 +13,8 @@ import io
 import json
 import os
 import platform
-import socket
 import struct
 import subprocess
-import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from mycolens.catalogue import load_catalogue
 from mycolens.utils.io import sha256_file, write_json_atomic
 from mycolens.verdict.calibration import OOD_SCORE, energy_score, ood_threshold
 from mycolens.verdict.rule import VerdictRule
-from serve.front import front_env
+from serve.local import free_port, ray_env, wait_ready  # noqa: F401  (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE_CLI = str(ROOT / ".venv" / "bin" / "serve")
@@ -256,28 +254,6 @@ def good_inputs() -> dict[str, bytes]:
 # ---------------------------------------------------------------- Ray + Serve
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def ray_env(proxy: str) -> dict[str, str]:
-    """Environment for a local Ray started by a test: the front of `proxy` (loopback only), HAProxy ports and files of its own."""
-    env = {"MYCOLENS_ROOT": str(ROOT), **front_env(proxy, ROOT)}
-    if proxy == "haproxy":
-        scratch = f"/tmp/haproxy-serve-{os.getpid()}"
-        env.update(  # ports and files of its own, so it runs beside a `make serve` (HAProxy's stats/metrics: 8404/9101)
-            RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()),
-            RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()),
-            RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=f"{scratch}/haproxy.cfg",
-            RAY_SERVE_HAPROXY_SOCKET_PATH=f"{scratch}/admin.sock",
-            RAY_SERVE_HAPROXY_SERVER_STATE_BASE=scratch,
-            RAY_SERVE_HAPROXY_SERVER_STATE_FILE=f"{scratch}/server-state",
-        )
-    return env
-
-
 def start_ray(proxy: str) -> None:
     """A 2-CPU local Ray with no dashboard and a small object store; env set first so Serve's processes inherit it."""
     import ray
@@ -319,26 +295,6 @@ def serve_run_config(config: Path, gcs_address: str, timeout: float = 120) -> su
         timeout=timeout,
         check=False,
     )
-
-
-def wait_ready(base_url: str, timeout: float = 180, version: str | None = None) -> dict:
-    """Poll /readyz (and /model when a version is wanted) until the app answers; the /model body."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            r = httpx.get(f"{base_url}/readyz", timeout=5)
-            if r.status_code == 200:
-                m = httpx.get(f"{base_url}/model", timeout=5).json()
-                if version is None or m.get("version") == version:
-                    return m
-            last = (r.status_code, r.text[:200])
-        except httpx.HTTPError as exc:
-            last = repr(exc)
-        time.sleep(0.5)
-    raise TimeoutError(f"{base_url} not ready in {timeout}s (last: {last})")
 
 
 def model_version(model_dir: Path) -> str:

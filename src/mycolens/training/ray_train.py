@@ -157,11 +157,11 @@ def fit_on_ray(
     cfg: Mapping[str, Any],
     *,
     num_workers: int,
-    use_gpu: bool = False,
-    resources_per_worker: Mapping[str, float] | None = None,
-    placement_strategy: str = "PACK",
-    max_failures: int = 0,
-    checkpoints_to_keep: int | None = 2,
+    use_gpu: bool,
+    resources_per_worker: Mapping[str, float] | None,
+    placement_strategy: str,
+    max_failures: int,
+    checkpoints_to_keep: int | None,
     storage_path: str,
     name: str,
     callbacks: list[Any] | None = None,
@@ -235,7 +235,10 @@ def train_on_ray(cfg: DictConfig, publish: bool = True) -> dict[str, Any]:
     read_manifest(cfg.data.shards_dir)  # fail early, in one line, when the data stage has not run
     resolved = OmegaConf.to_container(cfg, resolve=True)  # resolves ${hydra:...} paths here, in the driver
     resolved["trainer"], opts = split_trainer_config(resolved["trainer"])
-    if int(opts.get("num_workers", 1)) < 1:
+    missing = [k for k in RAY_KEYS if k not in opts]
+    if missing:
+        raise UserError(f"trainer=ray needs trainer.{', trainer.'.join(missing)} (conf/trainer/ray.yaml sets them)")
+    if int(opts["num_workers"]) < 1:
         raise UserError("trainer.num_workers must be >= 1 under trainer=ray")
     output_dir = Path(resolved["paths"]["output_dir"])
     monitor, mode = checkpoint_monitor(resolved)
@@ -243,12 +246,12 @@ def train_on_ray(cfg: DictConfig, publish: bool = True) -> dict[str, Any]:
     with ray_session(resolved.get("ray") or {}):
         result = fit_on_ray(
             resolved,
-            num_workers=int(opts.get("num_workers", 1)),
-            use_gpu=bool(opts.get("use_gpu", False)),
-            resources_per_worker=opts.get("resources_per_worker"),
-            placement_strategy=str(opts.get("placement_strategy", "PACK")),
-            max_failures=int(opts.get("max_failures", 0)),
-            checkpoints_to_keep=opts.get("checkpoints_to_keep"),
+            num_workers=int(opts["num_workers"]),
+            use_gpu=bool(opts["use_gpu"]),
+            resources_per_worker=opts["resources_per_worker"],
+            placement_strategy=str(opts["placement_strategy"]),
+            max_failures=int(opts["max_failures"]),  # conf/trainer/ray.yaml is the only default
+            checkpoints_to_keep=opts["checkpoints_to_keep"],
             storage_path=str(Path((resolved.get("ray") or {}).get("storage_path") or output_dir / "ray").resolve()),
             name=f"{resolved.get('task_name', 'train')}-{output_dir.name}",
         )
@@ -267,7 +270,7 @@ def train_on_ray(cfg: DictConfig, publish: bool = True) -> dict[str, Any]:
     metrics.update(
         fit_seconds=round(fit_s, 1),
         epochs=int(latest.get("epoch", -1)) + 1,
-        ray_workers=int(opts.get("num_workers", 1)),
+        ray_workers=int(opts["num_workers"]),
         best_ckpt=str(best_path),
     )
     if publish:

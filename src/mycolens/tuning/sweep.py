@@ -78,7 +78,7 @@ def make_tuner(sweep: Mapping[str, Any], trainable: Any, tune_dir: Path, seed: i
                 checkpoint_score_attribute=metric,
                 checkpoint_score_order=mode,
             ),
-            failure_config=tune.FailureConfig(max_failures=int(sweep.get("max_failures", 0))),
+            failure_config=tune.FailureConfig(max_failures=int(sweep["max_failures"])),
         ),
     )
 

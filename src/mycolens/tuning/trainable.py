@@ -93,12 +93,12 @@ def fit_trial_on_ray_train(cfg: DictConfig, objective: Mapping[str, float] | Non
     resolved["trainer"], opts = split_trainer_config(resolved["trainer"])
     result = fit_on_ray(
         resolved,
-        num_workers=int(opts.get("num_workers", 1)),
-        use_gpu=bool(opts.get("use_gpu", False)),
-        resources_per_worker=opts.get("resources_per_worker"),
-        placement_strategy=str(opts.get("placement_strategy", "PACK")),
-        max_failures=int(opts.get("max_failures", 0)),
-        checkpoints_to_keep=opts.get("checkpoints_to_keep"),
+        num_workers=int(opts["num_workers"]),
+        use_gpu=bool(opts["use_gpu"]),
+        resources_per_worker=opts["resources_per_worker"],
+        placement_strategy=str(opts["placement_strategy"]),
+        max_failures=int(opts["max_failures"]),  # conf/trainer/ray.yaml is the only default
+        checkpoints_to_keep=opts["checkpoints_to_keep"],
         storage_path=str(Path(resolved["ray"]["storage_path"]).resolve()),
         name=f"tune-{trial_id}",  # the same name after Tuner.restore: Ray Train picks up its own checkpoints
         callbacks=[ObjectiveToTune()],

@@ -1,5 +1,5 @@
-"""One source for the verdict thresholds: conf/export's `verdict` reaches training's metric, the export's
-model.json and the served verdict; no code default stands in for it."""
+"""One source per value: conf/export's `verdict` reaches training's metric, the export's model.json and the
+served verdict (no code default stands in for it); serve/config.yaml names the model conf/serve names."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import yaml
 
 from mycolens.verdict.rule import VerdictRule
 
@@ -44,3 +45,14 @@ def test_a_threshold_changed_in_conf_reaches_training_export_and_serving(workspa
         assert (rule["edible_min_confidence"], rule["poison_max"]) == (0.42, 0.33)
         served = OnnxClassifier(meta, None, variant).rule  # what serving and offline prediction apply
         assert (served.edible_min_confidence, served.poison_max) == (0.42, 0.33)
+
+
+def test_serve_config_user_config_is_conf_serve() -> None:
+    """serve/config.yaml's model user_config names the model conf/serve names (no second source for the variant)."""
+    from tests.conftest import ROOT, compose
+
+    cfg = compose([], ROOT)
+    deployments = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())["applications"][0]["deployments"]
+    user = next(d["user_config"] for d in deployments if "user_config" in d)
+    assert user["variant"] == cfg.serve.variant
+    assert (ROOT / user["model_dir"]).resolve() == Path(cfg.serve.model_dir).resolve()
