@@ -7,7 +7,7 @@ One run measures, on the same JPEG photos:
       for each proxy mode (Serve's Python proxy and HAProxy; each in a fresh local Ray).
 Prints one JSON object as its LAST line. Example:
     .venv/bin/python benchmarks/serve_throughput.py --seconds 10 --clients 16
-Without models/export/model.json it benchmarks the tiny test model of tests/serve_fixtures.py (said in the JSON).
+Without models/export/model.json (or --model-dir) it stops and says to run `make demo` first.
 """
 
 from __future__ import annotations
