@@ -14,29 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from seeds import run_stage  # noqa: E402  (runs scripts/X.py with a log, as the seeds benchmark does)
 
 
 def say(msg: str) -> None:
     print(f"[ood_families] {msg}", file=sys.stderr, flush=True)
-
-
-def run(script: str, args: list[str], log: Path) -> int:
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "DVC_NO_ANALYTICS": "1", "WANDB_MODE": "offline"}
-    with log.open("a") as f:
-        f.write(f"\n$ python {script} {' '.join(args)}\n")
-        f.flush()
-        return subprocess.run(
-            [sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env, stdout=f, stderr=f
-        ).returncode
 
 
 def default_families() -> list[str]:
@@ -84,13 +74,13 @@ def main() -> None:
             out.mkdir(parents=True, exist_ok=True)
             say(f"exposure {list(exposure)}: families held out {held_out}")
             steps = [
-                ("scripts/ood_sets.py", []),
-                ("scripts/train.py", ["test=false"]),
-                ("scripts/export.py", [f"ckpt_path={out}/models/best.ckpt", "export.safety_gate.min_ood_abstain=0"]),
-                ("scripts/evaluate.py", ["evaluate.variants=[onnx_int8]", "evaluate.latency.repeats=1"]),
+                ("ood_sets.py", []),
+                ("train.py", ["test=false"]),
+                ("export.py", [f"ckpt_path={out}/models/best.ckpt", "export.safety_gate.min_ood_abstain=0"]),
+                ("evaluate.py", ["evaluate.variants=[onnx_int8]", "evaluate.latency.repeats=1"]),
             ]
             for script, extra in steps:
-                code = run(script, common + extra, log)
+                code = run_stage(script, common + extra, log)
                 if code not in (0, 2):
                     raise SystemExit(f"{script} failed (exit {code}); see {log}")
             metrics = json.loads((out / "reports/metrics.json").read_text())

@@ -153,6 +153,18 @@ def worker_loop(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def worker_options(opts: Mapping[str, Any]) -> dict[str, Any]:
+    """fit_on_ray's worker settings from the Ray keys of conf/trainer/ray.yaml (their only defaults)."""
+    return {
+        "num_workers": int(opts["num_workers"]),
+        "use_gpu": bool(opts["use_gpu"]),
+        "resources_per_worker": opts["resources_per_worker"],
+        "placement_strategy": str(opts["placement_strategy"]),
+        "max_failures": int(opts["max_failures"]),
+        "checkpoints_to_keep": opts["checkpoints_to_keep"],
+    }
+
+
 def fit_on_ray(
     cfg: Mapping[str, Any],
     *,
@@ -246,12 +258,7 @@ def train_on_ray(cfg: DictConfig, publish: bool = True) -> dict[str, Any]:
     with ray_session(resolved.get("ray") or {}):
         result = fit_on_ray(
             resolved,
-            num_workers=int(opts["num_workers"]),
-            use_gpu=bool(opts["use_gpu"]),
-            resources_per_worker=opts["resources_per_worker"],
-            placement_strategy=str(opts["placement_strategy"]),
-            max_failures=int(opts["max_failures"]),  # conf/trainer/ray.yaml is the only default
-            checkpoints_to_keep=opts["checkpoints_to_keep"],
+            **worker_options(opts),
             storage_path=str(Path((resolved.get("ray") or {}).get("storage_path") or output_dir / "ray").resolve()),
             name=f"{resolved.get('task_name', 'train')}-{output_dir.name}",
         )

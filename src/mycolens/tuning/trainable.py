@@ -18,7 +18,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer, seed_everythin
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mycolens.training.ray_train import CHECKPOINT_NAME, split_trainer_config
+from mycolens.training.ray_train import CHECKPOINT_NAME, split_trainer_config, worker_options
 from mycolens.training.run import build_callbacks, build_datamodule, build_loggers, build_module, build_trainer
 from mycolens.tuning.space import objective_value, to_overrides
 
@@ -93,12 +93,7 @@ def fit_trial_on_ray_train(cfg: DictConfig, objective: Mapping[str, float] | Non
     resolved["trainer"], opts = split_trainer_config(resolved["trainer"])
     result = fit_on_ray(
         resolved,
-        num_workers=int(opts["num_workers"]),
-        use_gpu=bool(opts["use_gpu"]),
-        resources_per_worker=opts["resources_per_worker"],
-        placement_strategy=str(opts["placement_strategy"]),
-        max_failures=int(opts["max_failures"]),  # conf/trainer/ray.yaml is the only default
-        checkpoints_to_keep=opts["checkpoints_to_keep"],
+        **worker_options(opts),
         storage_path=str(Path(resolved["ray"]["storage_path"]).resolve()),
         name=f"tune-{trial_id}",  # the same name after Tuner.restore: Ray Train picks up its own checkpoints
         callbacks=[ObjectiveToTune()],
