@@ -103,10 +103,11 @@ class ImageReader(CalibrationDataReader):
         self.pos = 0
 
 
-def score_nodes(model_path: str | Path, keep_output: str = "logits") -> list[str]:
+def score_nodes(model_path: str | Path, keep_output: str = "logits", write_names: bool = True) -> list[str]:
     """Names of the nodes that do not feed `keep_output` (the OOD score heads): they stay fp32.
 
-    Nodes without a name get one, written back to `model_path`, so the quantizer can be told to skip them.
+    Nodes without a name get one, written back to `model_path` (unless `write_names` is false), so the quantizer
+    can be told to skip them.
     """
     import onnx
 
@@ -123,7 +124,7 @@ def score_nodes(model_path: str | Path, keep_output: str = "logits") -> list[str
         if node is not None and node.name not in needed:
             needed.add(node.name)
             stack.extend(node.input)
-    if named:
+    if named and write_names:
         onnx.save(model, str(model_path))
     return [n.name for n in graph.node if n.name not in needed]
 
