@@ -22,7 +22,11 @@ OVERRIDES = ("export.verdict.edible_min_confidence=0.42", "export.verdict.poison
 
 
 def test_the_rule_has_no_code_defaults_for_what_conf_sets() -> None:
-    required = {f.name for f in dataclasses.fields(VerdictRule) if f.default is dataclasses.MISSING}
+    required = {
+        f.name
+        for f in dataclasses.fields(VerdictRule)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
     assert required == {"edible_min_confidence", "poison_max", "do_not_eat_min"}
     with pytest.raises(TypeError):
         VerdictRule()  # type: ignore[call-arg]
