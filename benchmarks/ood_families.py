@@ -46,6 +46,7 @@ def main() -> None:
     if not (args.shards / "manifest.json").is_file():
         raise SystemExit(f"no shards in {args.shards}: run `python scripts/data.py` (or make demo) first")
     base = args.out or Path(tempfile.mkdtemp(prefix="mycolens-lofo-"))
+    base.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     exposed = default_families()
     # exposure -> the families it leaves out

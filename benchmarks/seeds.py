@@ -125,6 +125,7 @@ def main() -> None:
     p.add_argument("--keep", action="store_true", help="keep the work folder")
     args = p.parse_args()
     base = args.out or Path(tempfile.mkdtemp(prefix="mycolens-seeds-"))
+    base.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
         ood_dir = base / "ood_sets"
