@@ -183,7 +183,9 @@ def test_model_json_contract(workspace: Workspace, exported: dict) -> None:
     assert checks == [(c.stat, c.bound, c.reason) for c in cfg.export.ood.input_checks.checks]
     assert ood["fitted_on"]["input_check_bounds"] == "train" and ood["fitted_on"]["feature_threshold"] == "val"
     assert "test" not in ood["fitted_on"].values()  # no test split fits anything
-    assert list(meta["outputs"]) == ["logits", "feature_score", "input_stats"]
+    assert set(meta["outputs"]) == {"logits", "feature_score", "input_stats"}
+    for name in ("model.onnx", "model.int8.onnx"):  # logits first: every runtime reads them by position too
+        assert [o.name for o in session(folder / name).get_outputs()] == ["logits", "feature_score", "input_stats"]
     for variant, name in (("fp32", "model.onnx"), ("int8", "model.int8.onnx")):
         entry = meta["files"][variant]
         assert entry == {"path": name, "sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
