@@ -1,6 +1,6 @@
 """The default pipeline under several seeds: mean and worst of every figure the README reports, and each target.
 
-    python benchmarks/seeds.py [--seeds 42 1 2] [--out /tmp/mycolens-seeds] [--keep]
+    python benchmarks/seeds.py [--seeds 42 1 2] [--out DIR] [--keep]
 
 Each seed runs data -> train -> compress -> export -> evaluate with the default config (`seed=S`: the data, the
 splits and the training order change; the outlier images and the OOD test sets keep their own seeds), every

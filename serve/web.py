@@ -1,7 +1,7 @@
 """Routes behind the web page: GET /monitoring/drift, GET and POST /feedback (the page is serve/static/).
 
 serve/app.py includes `router` in the ingress and calls `setup(ctx)` once per ingress replica with its
-IngressContext (see /work/notes/SERVE_HOOKS.md). Ray-free: tests mount the router on a plain FastAPI app.
+IngressContext (src/mycolens/serving/hooks.py). Ray-free: tests mount the router on a plain FastAPI app.
 """
 
 from __future__ import annotations

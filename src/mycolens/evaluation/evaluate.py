@@ -97,13 +97,15 @@ def load_torch_variant(
 def load_onnx_variant(name: str, path: Path, catalogue: Catalogue, batch_size: int, threads: int) -> Variant:
     """An ONNX file of a model folder, verified against its model.json (hash, class order); the gate is not required."""
     from mycolens.export.onnx_export import onnx_outputs
-    from mycolens.inference.onnx_model import VARIANTS, ModelRefused, make_session, read_model_json, rule_for
+    from mycolens.inference.onnx_model import ModelRefused, make_session, read_model_json, rule_for
 
     try:
         meta = read_model_json(path.parent)
     except ModelRefused as exc:
         raise UserError(str(exc)) from None
-    entry = next((f for f in meta.get("files", {}).values() if f.get("path") == path.name), None)
+    variant, entry = next(
+        ((k, f) for k, f in meta.get("files", {}).items() if f.get("path") == path.name), (None, None)
+    )
     if entry is None:
         raise UserError(f"variant {name}: {path.name} is not listed in {path.parent / 'model.json'}")
     if sha256_file(path) != entry["sha256"]:
@@ -122,7 +124,7 @@ def load_onnx_variant(name: str, path: Path, catalogue: Catalogue, batch_size: i
         int(src.get("params", 0)),
         int(src.get("flops", 0)),
         temperature=float(meta["temperature"]),
-        rule=rule_for(meta, next((v for v in VARIANTS if meta["files"].get(v) is entry), "fp32")),
+        rule=rule_for(meta, variant),
         meta=meta,
     )
 
@@ -182,7 +184,7 @@ def measure_latency(
 def evaluate_one(
     v: Variant,
     images: Any,
-    ood_sets: dict[str, Callable[[int, list[float], list[float]], np.ndarray]],
+    ood_sets: Callable[[int, list[float], list[float]], dict[str, np.ndarray]],
     catalogue: Catalogue,
     rule: VerdictRule,
     ood: Any,
@@ -206,22 +208,12 @@ def evaluate_one(
     probs_raw, probs = softmax(test_logits, 1.0), softmax(test_logits, temperature)
     preds = probs.argmax(1)
     verdicts = [verdict for verdict, _ in judge_outputs(test_out, temperature, dangerous, v_rule)]
-    per_set = {
-        name: ood_set_metrics(
-            judge_outputs(v.outputs(load(v.image_size, v.mean, v.std)), temperature, dangerous, v_rule)
-        )
-        for name, load in ood_sets.items()
+    judged = {
+        name: judge_outputs(v.outputs(x), temperature, dangerous, v_rule)
+        for name, x in ood_sets(v.image_size, v.mean, v.std).items()
     }
-    ood_verdicts = (
-        [
-            verdict
-            for verdict, _ in judge_outputs(
-                v.outputs(ood_sets["synthetic"](v.image_size, v.mean, v.std)), temperature, dangerous, v_rule
-            )
-        ]
-        if "synthetic" in ood_sets
-        else []
-    )
+    per_set = {name: ood_set_metrics(j) for name, j in judged.items()}
+    ood_verdicts = [verdict for verdict, _ in judged.get("synthetic", [])]
     coverage, risk, aurc = risk_coverage(probs.max(1), preds == y_test)
     rates = [m["abstain_rate"] for m in per_set.values() if m["abstain_rate"] is not None]
     out: dict[str, Any] = {
@@ -292,10 +284,10 @@ def evaluate_variants(
     every named OOD set against gate["min_ood_abstain"], OOD edible count against gate["max_ood_edible"]) and
     recorded under "safety_gate"; raising on failure is left to the caller.
     """
-    from mycolens.data.ood_sets import load_ood_sets, ood_set_names
     from mycolens.evaluation.card import write_model_card
     from mycolens.evaluation.plots import plot_confusion, plot_reliability, plot_risk_coverage
     from mycolens.export.inputs import ImageCache
+    from mycolens.export.pipeline import named_ood_sets
 
     if served not in variants:
         raise UserError(
@@ -317,27 +309,13 @@ def evaluate_variants(
     images = ImageCache(shards_dir)
     set_cache: dict[tuple, dict[str, np.ndarray]] = {}
 
-    def named_sets(size: int, mean: list[float], std: list[float]) -> dict[str, np.ndarray]:
+    def ood_sets(size: int, mean: list[float], std: list[float]) -> dict[str, np.ndarray]:
+        """The named OOD sets as the export's gate reads them, decoded once per preprocessing."""
         key = (size, tuple(mean), tuple(std))
         if key not in set_cache:
-            try:
-                set_cache[key] = load_ood_sets(ood_sets_dir, size, mean, std) if ood_sets_dir else {}
-            except FileNotFoundError as exc:
-                raise UserError(str(exc)) from None
+            set_cache[key] = named_ood_sets(shards_dir, ood_sets_dir, size, mean, std)
         return set_cache[key]
 
-    try:
-        set_names = ["synthetic", *(ood_set_names(ood_sets_dir) if ood_sets_dir else [])]
-    except FileNotFoundError as exc:
-        raise UserError(str(exc)) from None
-    ood_sets: dict[str, Callable[[int, list[float], list[float]], np.ndarray]] = {
-        name: (
-            (lambda size, mean, std: images.get("ood", size, mean, std)[0])
-            if name == "synthetic"
-            else (lambda size, mean, std, name=name: named_sets(size, mean, std)[name])
-        )
-        for name in set_names
-    }
     results: dict[str, dict[str, Any]] = {}
     arrays: dict[str, dict[str, np.ndarray]] = {}
     served_meta = None

@@ -124,24 +124,22 @@ def gate_rate(
 
 
 def ood_gate(
-    sessions: dict[str, Any],
+    sess: Any,
     sets: dict[str, np.ndarray],
     temperature: float,
     rule: VerdictRule,
     dangerous: list[bool],
     batch_size: int,
-) -> dict[str, dict[str, dict[str, float]]]:
-    """Abstention rate and edible count per variant and named OOD set."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for variant, sess in sessions.items():
-        out[variant] = {}
-        for name, x in sets.items():
-            verdicts = np.asarray(decide_outputs(onnx_outputs(sess, x, batch_size), temperature, dangerous, rule))
-            out[variant][name] = {
-                "images": len(x),
-                "abstain_rate": float(np.mean(verdicts == "uncertain")) if len(x) else 1.0,
-                "edible": int(np.sum(verdicts == "edible")),
-            }
+) -> dict[str, dict[str, float]]:
+    """Abstention rate and edible count of one model file on each named OOD set."""
+    out: dict[str, dict[str, float]] = {}
+    for name, x in sets.items():
+        verdicts = np.asarray(decide_outputs(onnx_outputs(sess, x, batch_size), temperature, dangerous, rule))
+        out[name] = {
+            "images": len(x),
+            "abstain_rate": float(np.mean(verdicts == "uncertain")) if len(x) else 1.0,
+            "edible": int(np.sum(verdicts == "edible")),
+        }
     return out
 
 
@@ -261,9 +259,7 @@ def export_model(
             v: gate_rate(onnx_outputs(s_, x_gate, bs), y_gate, temperature, rules[v], dangerous)
             for v, s_ in sessions.items()
         }
-        ood_rates = {
-            v: ood_gate({v: s_}, ood_sets, temperature, rules[v], dangerous, bs)[v] for v, s_ in sessions.items()
-        }
+        ood_rates = {v: ood_gate(s_, ood_sets, temperature, rules[v], dangerous, bs) for v, s_ in sessions.items()}
         limit = float(gate["limit"])
         min_abstain, max_edible = float(gate["min_ood_abstain"]), int(gate["max_ood_edible"])
         low = sorted(

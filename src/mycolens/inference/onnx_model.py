@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -80,11 +81,11 @@ class OnnxClassifier:
         meta = verify_model_dir(model_dir, variant)
         return cls(meta, make_session(Path(model_dir) / meta["files"][variant]["path"], threads, providers), variant)
 
-    @property
+    @cached_property
     def catalogue(self) -> Catalogue:
         return Catalogue.from_dict(self.meta["catalogue"])
 
-    @property
+    @cached_property
     def rule(self) -> VerdictRule:
         return rule_for(self.meta, self.variant)
 
@@ -101,9 +102,14 @@ class OnnxClassifier:
         values = self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
         return {o.name: v for o, v in zip(self.session.get_outputs(), values, strict=True)}
 
+    @property
+    def logits_name(self) -> str:
+        """The graph's first output: the logits (score heads, where the graph has them, come after)."""
+        return self.session.get_outputs()[0].name
+
     def logits(self, x: np.ndarray) -> np.ndarray:
-        """Raw logits for a float32 NCHW batch."""
-        return self.outputs(x)[self.session.get_outputs()[0].name]
+        """Raw logits for a float32 NCHW batch (the score heads are not asked for)."""
+        return self.session.run([self.logits_name], {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         return softmax(logits, float(self.meta["temperature"]))
@@ -116,11 +122,14 @@ class OnnxClassifier:
         """The HTTP contract's prediction fields for each image of a preprocessed batch."""
         return self.answer_outputs(self.outputs(x), top_k)
 
-    def answer_outputs(self, outputs: dict[str, np.ndarray], top_k: int = 3) -> list[dict[str, Any]]:
-        """Answers from the graph's outputs (every abstention signal the model carries is applied)."""
-        logits = outputs[self.session.get_outputs()[0].name]
+    def answer_outputs(
+        self, outputs: dict[str, np.ndarray], top_k: int = 3, probs: np.ndarray | None = None
+    ) -> list[dict[str, Any]]:
+        """Answers from the graph's outputs (every abstention signal the model carries is applied); `probs`, the
+        calibrated probabilities of these logits, when the caller has them already."""
+        logits = outputs[self.logits_name]
         return answers(
-            self.probabilities(logits),
+            self.probabilities(logits) if probs is None else probs,
             self.ood_scores(logits),
             self.catalogue,
             self.rule,

@@ -1,6 +1,6 @@
 """Retraining on feedback: the current shards plus the feedback photos as one ingest folder, and the gated promotion.
 
-`make retrain` runs (see /work/notes/RETRAIN.md):
+`make retrain` runs (the Makefile's retrain target; README, "The web page and monitoring"):
     python -m mycolens.monitoring.retrain prepare --shards data/shards --feedback feedback --out data/retrain
     python scripts/ingest.py source=data/retrain data.csv=labels.csv data.ingest.ood_source=data/retrain/ood
     python -m mycolens.monitoring.retrain archive --out data/retrain --to data/feedback-used

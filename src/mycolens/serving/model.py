@@ -13,10 +13,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mycolens.catalogue import Catalogue
-from mycolens.inference.onnx_model import VARIANTS, ModelRefused, OnnxClassifier, answers, rule_for
+from mycolens.inference.onnx_model import VARIANTS, ModelRefused, OnnxClassifier, rule_for
 from mycolens.inference.preprocess import normalize
-from mycolens.verdict.rule import VerdictRule
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +25,6 @@ class LoadedModel:
 
     clf: OnnxClassifier
     model_dir: str
-    catalogue: Catalogue
-    rule: VerdictRule
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -79,6 +75,7 @@ def load_model(model_dir: str | Path, variant: str, threads: int) -> LoadedModel
     path = Path(model_dir)
     try:
         clf = OnnxClassifier.load(path, variant, threads=threads)
+        clf.catalogue, clf.rule  # noqa: B018  (parsed once here, so a bad model.json fails the load, not a request)
     except ModelRefused:
         raise
     except Exception as exc:  # a corrupt ONNX file or model.json
@@ -87,8 +84,6 @@ def load_model(model_dir: str | Path, variant: str, threads: int) -> LoadedModel
     return LoadedModel(
         clf=clf,
         model_dir=str(path),
-        catalogue=clf.catalogue,
-        rule=clf.rule,
         image_size=int(pre["image_size"]),
         mean=tuple(pre["mean"]),
         std=tuple(pre["std"]),
@@ -139,18 +134,8 @@ class ModelRunner:
         m = self.require()
         batch = np.stack([fit_crop(img, m.image_size) for img in images])
         outputs = m.clf.outputs(normalize(batch, m.mean, m.std))
-        logits = outputs[m.clf.session.get_outputs()[0].name]
-        probs = m.clf.probabilities(logits)
-        out = answers(
-            probs,
-            m.clf.ood_scores(logits),
-            m.catalogue,
-            m.rule,
-            max(top_ks),
-            m.model_info,
-            outputs.get("feature_score"),
-            outputs.get("input_stats"),
-        )
+        probs = m.clf.probabilities(outputs[m.clf.logits_name])  # kept for the drift window
+        out = m.clf.answer_outputs(outputs, max(top_ks), probs)
         results = []
         for ans, p, k in zip(out, probs, top_ks, strict=True):
             ans["top_k"] = ans["top_k"][:k]
@@ -161,7 +146,7 @@ class ModelRunner:
         """Probabilities and logits for a preprocessed float32 NCHW batch (the v2 protocol)."""
         m = self.require()
         outputs = m.clf.outputs(x)
-        logits = outputs[m.clf.session.get_outputs()[0].name]
+        logits = outputs[m.clf.logits_name]
         extra = {k: np.asarray(v, np.float32) for k, v in outputs.items() if k in ("feature_score", "input_stats")}
         return {
             "probabilities": m.clf.probabilities(logits).astype(np.float32),
