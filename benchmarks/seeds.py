@@ -28,6 +28,7 @@ FIGURES = {
     "accuracy": ("served", True),
     "macro_f1": ("served", True),
     "ece": ("served", False),
+    "ece_noise_floor": ("served", False),
     "unsafe_edible_rate": ("served", False),
     "abstain_rate": ("served", False),
     "ood_abstain_rate": ("served", True),

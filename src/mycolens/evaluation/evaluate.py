@@ -34,6 +34,7 @@ SUMMARY_KEYS = (
     "macro_f1",
     "ece",
     "ece_uncalibrated",
+    "ece_noise_floor",
     "unsafe_edible_rate",
     "poison_cost",
     "abstain_rate",
@@ -223,6 +224,7 @@ def evaluate_one(
         "macro_f1": M.macro_f1(y_test, preds, catalogue.num_classes),
         "ece_uncalibrated": M.ece(probs_raw, y_test, bins),
         "ece": M.ece(probs, y_test, bins),
+        "ece_noise_floor": M.ece_noise_floor(probs, bins),  # what a perfectly calibrated model would show here
         "temperature": float(temperature),
         "ood_threshold": float(v_rule.ood_threshold),
         "feature_threshold": float(v_rule.feature_threshold),

@@ -57,6 +57,21 @@ def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
     return float((r["count"] * np.abs(r["accuracy"] - r["confidence"])).sum() / r["count"].sum())
 
 
+def ece_noise_floor(probs: np.ndarray, bins: int = 15, draws: int = 200, seed: int = 0) -> float:
+    """Mean ECE of a perfectly calibrated model with these confidences on this many images: the estimator's own
+    noise, from labels drawn so that each top-1 is right with exactly its stated confidence."""
+    probs = np.asarray(probs, np.float64)
+    if len(probs) == 0:
+        return 0.0
+    conf, top = probs.max(1), probs.argmax(1)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(int(draws)):
+        right = rng.random(len(conf)) < conf
+        values.append(ece(probs, np.where(right, top, (top + 1) % probs.shape[1]), bins))
+    return float(np.mean(values))
+
+
 def unsafe_edible_rate(verdicts: Sequence[str], labels: np.ndarray, dangerous: Sequence[bool]) -> float:
     """Share of poisonous/deadly images (label >= 0) whose verdict is "edible": the key safety figure (0 when none)."""
     labels = np.asarray(labels, np.int64)
