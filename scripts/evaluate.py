@@ -5,16 +5,12 @@ Skip a variant with `'evaluate.variants=[teacher,onnx_fp32,onnx_int8]'`; default
 Exit code 2 when the served variant's test unsafe_edible_rate is over the limit (the reports are written first).
 """
 
-import sys
-
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from mycolens.cli import quiet_environment, task
 
 quiet_environment()
-if not any(a.lstrip("+").startswith("task_name=") for a in sys.argv[1:]):
-    sys.argv.insert(1, "task_name=evaluate")
 
 
 def table(report: dict) -> str:
@@ -42,7 +38,7 @@ def table(report: dict) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 @task
 def main(cfg: DictConfig) -> None:
     from mycolens.catalogue import load_catalogue

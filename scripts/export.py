@@ -5,19 +5,15 @@ e.g. `export.quantize.calibration_images=512` or `export.safety_gate.limit=0.0`.
 safety gate fails (the folder is still written then, with safety_gate.passed=false, so serving refuses it).
 """
 
-import sys
-
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from mycolens.cli import quiet_environment, task
 
 quiet_environment()
-if not any(a.startswith(("task_name=", "+task_name=", "++task_name=")) for a in sys.argv[1:]):
-    sys.argv.insert(1, "task_name=export")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 @task
 def main(cfg: DictConfig) -> None:
     from mycolens.catalogue import load_catalogue

@@ -1,13 +1,11 @@
 """Ingest real photos into shards: `python scripts/ingest.py source=/path/to/photos` (one subfolder per species id).
 
-`source=DIR` is short for `data.source=DIR`; this script selects `data=folder` and `task_name=ingest` unless given.
+`source=DIR` is short for `data.source=DIR`; conf/ingest.yaml selects `data=folder` and `task_name=ingest`.
 More: `data.csv=labels.csv` (path,label[,observation]), `data.engine=ray` (Ray Data),
 `data.ingest.ood_source=DIR`, `data.ingest.max_side=512`; print the config with `--cfg job`.
 """
 
 import logging
-import re
-import sys
 from pathlib import Path
 
 import hydra
@@ -18,15 +16,7 @@ from mycolens.cli import quiet_environment, task
 quiet_environment()
 
 
-def ingest_argv(argv: list[str]) -> list[str]:
-    """Rewrite `[+]source=DIR` to `data.source=DIR`; add `data=folder` and `task_name=ingest` unless overridden."""
-    args = [re.sub(r"^\+{0,2}source=", "data.source=", a) for a in argv[1:]]
-    keys = {a.split("=", 1)[0].lstrip("+~") for a in args if "=" in a and not a.startswith("-")}
-    extra = [o for k, o in (("data", "data=folder"), ("task_name", "task_name=ingest")) if k not in keys]
-    return [argv[0], *extra, *args]
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="ingest")
 @task
 def main(cfg: DictConfig) -> None:
     from mycolens.catalogue import load_catalogue
@@ -78,5 +68,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = ingest_argv(sys.argv)
     main()

@@ -6,7 +6,6 @@
 the confidence and predicted-class features. The JSON report goes to the run folder.
 """
 
-import re
 import sys
 from pathlib import Path
 
@@ -18,14 +17,7 @@ from mycolens.cli import quiet_environment, task
 quiet_environment()
 
 
-def monitor_argv(argv: list[str]) -> list[str]:
-    """Rewrite `[+]images=DIR` to `monitoring.images=DIR`; add `task_name=monitor` unless given."""
-    args = [re.sub(r"^\+{0,2}images=", "monitoring.images=", a) for a in argv[1:]]
-    keys = {a.split("=", 1)[0].lstrip("+~") for a in args if "=" in a and not a.startswith("-")}
-    return [argv[0], *([] if "task_name" in keys else ["task_name=monitor"]), *args]
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="monitor")
 @task
 def main(cfg: DictConfig) -> None:
     from mycolens.cli import UserError
@@ -58,5 +50,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = monitor_argv(sys.argv)
     main()

@@ -15,22 +15,18 @@ from omegaconf import DictConfig
 from mycolens.cli import quiet_environment, task
 
 quiet_environment()
-OPTIONS = ("path", "format", "output", "top_k")  # predict's own keys, not in conf/: accepted without Hydra's "++"
-sys.argv[1:] = [f"++{a}" if a.split("=", 1)[0] in OPTIONS and "=" in a else a for a in sys.argv[1:]]
-if not any(a.lstrip("+").startswith("task_name=") for a in sys.argv[1:]):
-    sys.argv.insert(1, "task_name=predict")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 @task
 def main(cfg: DictConfig) -> int:
     from mycolens.cli import UserError
     from mycolens.inference.onnx_model import ModelRefused, OnnxClassifier
     from mycolens.inference.predict import collect_images, predict_files, render
 
-    if not cfg.get("path"):
+    if not cfg.path:
         raise UserError("give the image or folder to predict: python scripts/predict.py path=photo.jpg")
-    fmt = str(cfg.get("format") or "json")
+    fmt = str(cfg.format)
     if fmt not in ("json", "csv"):
         raise UserError(f"format={fmt}: use format=json or format=csv")
     files = collect_images(cfg.path)
@@ -42,9 +38,9 @@ def main(cfg: DictConfig) -> int:
         )
     except ModelRefused as exc:
         raise UserError(f"model refused: {exc}") from None
-    records = predict_files(files, model, top_k=int(cfg.get("top_k") or 3))
+    records = predict_files(files, model, top_k=int(cfg.top_k))
     text = render(records, fmt, single=Path(cfg.path).is_file())
-    if cfg.get("output"):
+    if cfg.output:
         from mycolens.utils.io import write_bytes_atomic
 
         write_bytes_atomic(cfg.output, text.encode())
