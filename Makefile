@@ -85,20 +85,8 @@ bench: venv
 	$(PY) benchmarks/ray_overhead.py
 
 ## retrain: ingest the feedback photos beside the current data, retrain, promote only past the safety gate
-# Its shards, checkpoints and reports go to their own paths, so the DVC pipeline's tracked outputs (data/shards,
-# models/*.ckpt, reports/) stay as dvc.lock records them; only the served folder models/export is replaced
-# (the previous one is kept as models/export.previous).
-FEEDBACK ?= feedback
-CANDIDATE := models/candidate
-RETRAIN_PATHS := paths.shards_dir=data/retrain_shards paths.models_dir=models/retrain paths.reports_dir=reports/candidate
+# scripts/retrain.py with conf/retrain.yaml (locations); FEEDBACK=DIR reads another feedback folder
+FEEDBACK ?=
 retrain: venv
-	$(PY) -m mycolens.monitoring.retrain prepare --shards data/shards --feedback $(FEEDBACK) --out data/retrain
-	$(PY) scripts/ingest.py source=data/retrain data.csv=labels.csv data.ingest.ood_source=data/retrain/ood $(RETRAIN_PATHS)
-	$(PY) -m mycolens.monitoring.retrain archive --out data/retrain --to data/feedback-used
-	$(PY) scripts/train.py $(RETRAIN_PATHS)
-	$(PY) scripts/compress.py $(RETRAIN_PATHS)
-	rm -rf $(CANDIDATE)
-	$(PY) scripts/export.py $(RETRAIN_PATHS) paths.export_dir=$(CANDIDATE)
-	$(PY) scripts/evaluate.py $(RETRAIN_PATHS) paths.export_dir=$(CANDIDATE)
-	$(PY) -m mycolens.monitoring.retrain promote --candidate $(CANDIDATE) --target models/export
-	@echo "promoted; a running server picks it up with: serve deploy serve/config.yaml (or POST /admin/reload)"
+	$(PY) scripts/retrain.py $(if $(FEEDBACK),retrain.feedback_dir=$(FEEDBACK))
+	@echo "a running server picks up the new model with: serve deploy serve/config.yaml (or POST /admin/reload)"

@@ -3,19 +3,15 @@
 Reads models/best.ckpt, writes models/compressed.ckpt and reports/compress.json; `debug=fdr` runs one batch.
 """
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
 from mycolens.cli import quiet_environment, task
 
 quiet_environment()
-if not any(a.startswith(("task_name=", "+task_name=", "++task_name=")) for a in sys.argv[1:]):
-    sys.argv.insert(1, "task_name=compress")  # run folders under logs/compress/ (the composed default says train)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="compress")
 @task
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig

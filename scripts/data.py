@@ -8,7 +8,7 @@ from mycolens.cli import quiet_environment, task
 quiet_environment()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="data")
 @task
 def main(cfg: DictConfig) -> None:
     from pathlib import Path

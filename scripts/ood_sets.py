@@ -12,7 +12,7 @@ from mycolens.cli import quiet_environment, task
 quiet_environment()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="ood_sets")
 @task
 def main(cfg: DictConfig) -> None:
     from mycolens.cli import UserError

@@ -21,8 +21,6 @@ quiet_environment()
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "serve" / "config.yaml"
 sys.path.insert(0, str(ROOT))  # serve/ (the Serve app and its front) lives beside the package, at the edge
-if not any(a.startswith(("task_name=", "+task_name=", "++task_name=")) for a in sys.argv[1:]):
-    sys.argv.insert(1, "task_name=serve")  # run folders under logs/serve/
 
 
 def serve_config(base: dict, overrides: list[str], model_dir: str | None, variant: str | None) -> dict:
@@ -39,7 +37,7 @@ def serve_config(base: dict, overrides: list[str], model_dir: str | None, varian
     return base
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="serve")
 @task
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig

@@ -1,11 +1,7 @@
 """Retraining on feedback: the current shards plus the feedback photos as one ingest folder, and the gated promotion.
 
-`make retrain` runs (the Makefile's retrain target; README, "The web page and monitoring"):
-    python -m mycolens.monitoring.retrain prepare --shards data/shards --feedback feedback --out data/retrain
-    python scripts/ingest.py source=data/retrain data.csv=labels.csv data.ingest.ood_source=data/retrain/ood
-    python -m mycolens.monitoring.retrain archive --out data/retrain --to data/feedback-used
-    ... train, compress, export and evaluate into a candidate folder ...
-    python -m mycolens.monitoring.retrain promote --candidate models/candidate --target models/export
+`make retrain` (scripts/retrain.py, conf/retrain.yaml) runs `run_retrain`: prepare -> ingest -> archive -> train ->
+compress -> export -> evaluate -> promote. Single steps: `python -m mycolens.monitoring.retrain prepare|archive|promote`.
 """
 
 from __future__ import annotations
@@ -16,7 +12,10 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +98,68 @@ def promote_model(candidate: str | Path, target: str | Path, variants: tuple[str
         os.replace(target, previous)
     os.replace(candidate, target)
     return target
+
+
+@dataclass(frozen=True)
+class RetrainPaths:
+    """conf/retrain.yaml's `retrain` section: where each step reads and writes."""
+
+    feedback_dir: Path
+    source_shards: Path
+    work_dir: Path
+    archive_dir: Path
+    shards_dir: Path
+    models_dir: Path
+    reports_dir: Path
+    candidate_dir: Path
+    target_dir: Path
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any]) -> RetrainPaths:
+        return cls(**{f: Path(section[f]) for f in cls.__dataclass_fields__})
+
+
+def run_retrain(
+    paths: RetrainPaths,
+    scripts_dir: str | Path,
+    overrides: Sequence[str] = (),
+    python: str = sys.executable,
+    say: Callable[[str], None] = print,
+) -> Path:
+    """Build a candidate from the shards plus feedback with the stage scripts and promote it (ModelRefused if refused).
+
+    `overrides` (Hydra `key=value`) reach every stage; a failed stage raises CalledProcessError and nothing is promoted.
+    """
+    own = [f"paths.shards_dir={paths.shards_dir}", f"paths.models_dir={paths.models_dir}"]
+    own.append(f"paths.reports_dir={paths.reports_dir}")
+
+    def stage(script: str, *args: str) -> None:
+        say(f"[retrain] {script} {' '.join(args)}")  # the candidate's own locations win over the caller's overrides
+        subprocess.run([python, str(Path(scripts_dir) / script), *overrides, *own, *args], check=True)
+
+    counts = prepare_retrain_source(paths.source_shards, paths.feedback_dir, paths.work_dir)
+    say(
+        f"[retrain] source: {counts['data']} photos from the shards, {counts['feedback']} from feedback, {counts['ood']} ood"
+    )
+    if counts["feedback"] == 0:
+        say("[retrain] note: no feedback photos yet; retraining on the current data only")
+    stage(
+        "ingest.py",
+        f"source={paths.work_dir}",
+        f"data.csv={CSV_NAME}",
+        f"data.ingest.ood_source={paths.work_dir / 'ood'}",
+    )
+    say(
+        f"[retrain] archived {archive_feedback(paths.work_dir, paths.archive_dir)} feedback photos to {paths.archive_dir}"
+    )
+    stage("train.py")
+    stage("compress.py")
+    shutil.rmtree(paths.candidate_dir, ignore_errors=True)
+    stage("export.py", f"paths.export_dir={paths.candidate_dir}")
+    stage("evaluate.py", f"paths.export_dir={paths.candidate_dir}")
+    promoted = promote_model(paths.candidate_dir, paths.target_dir)
+    say(f"[retrain] promoted {paths.candidate_dir} -> {promoted} (previous kept beside it)")
+    return promoted
 
 
 def main(argv: list[str] | None = None) -> int:
