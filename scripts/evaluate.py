@@ -13,37 +13,13 @@ from mycolens.cli import quiet_environment, task
 quiet_environment()
 
 
-def table(report: dict) -> str:
-    """variant x accuracy, unsafe_edible_rate, ood_abstain_rate, ece (after temperature)."""
-    cols = (
-        "accuracy",
-        "unsafe_edible_rate",
-        "abstain_rate",
-        "ood_abstain_rate",
-        "ood_abstain_rate_min",
-        "ood_edible",
-        "ece",
-        "aurc",
-    )
-    rows = [("variant", *cols)]
-    for name, v in report["variants"].items():
-        mark = "*" if name == report["served"] else ""
-        rows.append(
-            (
-                name + mark,
-                *("n/a" if v.get(c) is None else f"{v[c]:.4f}" if isinstance(v[c], float) else str(v[c]) for c in cols),
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(cols) + 1)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows)
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 @task
 def main(cfg: DictConfig) -> None:
     from mycolens.catalogue import load_catalogue
     from mycolens.cli import UserError
     from mycolens.evaluation.evaluate import evaluate_variants
+    from mycolens.evaluation.summary import gate_failure, ood_lines, table
     from mycolens.verdict.rule import VerdictRule
 
     if cfg.get("ckpt_path"):
@@ -87,20 +63,10 @@ def main(cfg: DictConfig) -> None:
     )
     print(table(report))
     print(f"(* served) metrics: {ev.output_dir}/metrics.json, plots: {ev.plots_dir}, model card: {ev.model_card}")
-    served = report["variants"][report["served"]]
-    for name, m in served["ood_sets"].items():
-        reasons = ", ".join(f"{k} {n}" for k, n in m["reasons"].items())
-        print(
-            f"ood set {name}: {m['images']} images, abstained {m['abstain_rate']:.4f}, edible {m['edible']} ({reasons})"
-        )
-    gate = report["safety_gate"]
-    if not gate["passed"]:
-        raise UserError(
-            f"safety gate failed: {gate['variant']} calls {gate['unsafe_edible_rate']:.4f} of poisonous/deadly test images "
-            f"edible (limit {gate['limit']}); OOD sets under {gate['min_ood_abstain']} abstention: "
-            f"{', '.join(gate['ood_below_limit']) or 'none'}; OOD images called edible: {gate['ood_edible']} "
-            f"(max {gate['max_ood_edible']})"
-        )
+    print("\n".join(ood_lines(report)))
+    refused = gate_failure(report["safety_gate"])
+    if refused:
+        raise UserError(refused)
 
 
 if __name__ == "__main__":
