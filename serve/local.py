@@ -6,12 +6,10 @@ from __future__ import annotations
 import os
 import socket
 import time
-from pathlib import Path
 from typing import Any
 
+from mycolens.serving.settings import repo_root
 from serve.front import front_env
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -23,7 +21,8 @@ def free_port() -> int:
 
 def ray_env(proxy: str) -> dict[str, str]:
     """Environment for a local Ray started here (tests, benchmark): the front of `proxy` (loopback only), HAProxy ports and files of its own."""
-    env = {"MYCOLENS_ROOT": str(ROOT), **front_env(proxy, ROOT)}
+    root = repo_root()
+    env = {"MYCOLENS_ROOT": str(root), **front_env(proxy, root)}
     if proxy == "haproxy":
         scratch = f"/tmp/haproxy-serve-{os.getpid()}"
         env.update(  # ports and files of its own, so it runs beside a `make serve` (HAProxy's stats/metrics: 8404/9101)

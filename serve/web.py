@@ -1,7 +1,8 @@
 """Routes behind the web page: GET /monitoring/drift, GET and POST /feedback (the page is serve/static/).
 
-serve/app.py includes `router` in the ingress and calls `setup(ctx)` once per ingress replica with its
-IngressContext (src/mycolens/serving/hooks.py). Ray-free: tests mount the router on a plain FastAPI app.
+The ingress (serve/deployments.py) includes `router` and calls `setup(ctx)` once per ingress replica with its
+IngressContext (src/mycolens/serving/hooks.py), whose config's `web` is the composed conf/monitoring section.
+Ray-free: tests mount the router on a plain FastAPI app.
 """
 
 from __future__ import annotations
@@ -21,27 +22,25 @@ from mycolens.catalogue import Catalogue
 from mycolens.monitoring.drift import DriftMonitor
 from mycolens.monitoring.feedback import FeedbackError, store_feedback
 from mycolens.monitoring.reference import ReferenceError
+from mycolens.serving.errors import error_response
 
 log = logging.getLogger("mycolens.web")
 router = APIRouter(tags=["web"])
 MULTIPART_OVERHEAD = 64 * 1024  # headers and the species field around the photo in a multipart body
 
 
-def error(status: int, code: str, message: str) -> JSONResponse:
-    """The contract's error body: {"error": {"code", "message"}}."""
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
-
-
 def monitoring_settings(web: Mapping[str, Any], root: Path) -> dict[str, Any]:
-    """conf/monitoring/default.yaml overlaid with the ingress's `web` config (legacy feedback_dir / drift keys too)."""
-    base = OmegaConf.to_container(OmegaConf.load(root / "conf" / "monitoring" / "default.yaml"), resolve=False)
-    web = dict(web or {})
+    """The ingress's `web` config (the composed `monitoring` section; legacy drift / feedback_dir keys folded in).
+
+    A relative feedback folder is taken from `root`.
+    """
+    web = dict(web)
     legacy_drift = web.pop("drift", None) or {}
     legacy_dir = web.pop("feedback_dir", None)
-    merged = OmegaConf.to_container(OmegaConf.merge(base, legacy_drift, web), resolve=False)
+    merged = OmegaConf.to_container(OmegaConf.merge(legacy_drift, web), resolve=False)
     if legacy_dir and "dir" not in (web.get("feedback") or {}):
         merged["feedback"]["dir"] = legacy_dir
-    folder = str(merged["feedback"]["dir"]).replace("${paths.root_dir}", str(root))
+    folder = str(merged["feedback"]["dir"])
     merged["feedback"]["dir"] = str(root / folder) if not Path(folder).is_absolute() else folder
     return merged
 
@@ -49,7 +48,7 @@ def monitoring_settings(web: Mapping[str, Any], root: Path) -> dict[str, Any]:
 def setup(ctx: Any) -> None:
     """Per ingress replica: read the settings, start the drift monitor for the served model folder, hook it to /predict."""
     root = Path(ctx.root)
-    settings = monitoring_settings(ctx.config.get("web") or {}, root)
+    settings = monitoring_settings(ctx.config["web"], root)
     ctx.state["web"] = settings
     ctx.state["drift"] = None
     load_model_folder(ctx, ctx.config.get("model_dir") or root / "models" / "export")
@@ -119,7 +118,7 @@ async def drift_report(request: Request) -> Any:
     state = _state(request)
     monitor: DriftMonitor | None = state.get("drift")
     if monitor is None:
-        return error(503, "no_reference", state.get("drift_error") or "drift monitoring is not set up")
+        return error_response(503, "no_reference", state.get("drift_error") or "drift monitoring is not set up")
     return monitor.report()
 
 
@@ -150,26 +149,30 @@ async def feedback(request: Request) -> Any:
     fb = (state.get("web") or {}).get("feedback") or {}
     catalogue: Catalogue | None = state.get("catalogue")
     if not fb.get("enabled") or catalogue is None:
-        return error(404, "feedback_disabled", "feedback is switched off on this server (monitoring.feedback.enabled)")
+        return error_response(
+            404, "feedback_disabled", "feedback is switched off on this server (monitoring.feedback.enabled)"
+        )
     max_bytes = int(fb["max_bytes"])
     limit = max_bytes + MULTIPART_OVERHEAD
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        return error(413, "too_large", f"request body over the limit of {max_bytes} bytes for a photo")
+        return error_response(413, "too_large", f"request body over the limit of {max_bytes} bytes for a photo")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            return error(413, "too_large", f"request body over the limit of {max_bytes} bytes for a photo")
+            return error_response(413, "too_large", f"request body over the limit of {max_bytes} bytes for a photo")
     form_request = Request(request.scope, receive=_replay(bytes(body)))
     try:
         form = await form_request.form(max_files=1, max_fields=4, max_part_size=4096)
     except Exception as exc:  # malformed multipart: starlette raises HTTPException or MultiPartException
-        return error(400, "bad_request", f"not a readable multipart form ({getattr(exc, 'detail', exc)})")
+        return error_response(400, "bad_request", f"not a readable multipart form ({getattr(exc, 'detail', exc)})")
     try:
         upload, species = form.get("file"), form.get("species")
         if not isinstance(upload, UploadFile) or not isinstance(species, str):
-            return error(422, "bad_request", "send multipart fields `file` (the photo) and `species` (a species id)")
+            return error_response(
+                422, "bad_request", "send multipart fields `file` (the photo) and `species` (a species id)"
+            )
         data = await upload.read()
         stored = store_feedback(
             fb["dir"],
@@ -178,11 +181,11 @@ async def feedback(request: Request) -> Any:
             catalogue,
             max_bytes,
             filename=upload.filename,
-            max_pixels=int(fb.get("max_pixels", 40_000_000)),
+            max_pixels=int(fb["max_pixels"]),
             max_files=int(fb["max_files"]) if fb.get("max_files") else None,
         )
     except FeedbackError as exc:
-        return error(exc.status, exc.code, str(exc))
+        return error_response(exc.status, exc.code, str(exc))
     finally:
         await form.close()
     return JSONResponse(stored.to_dict(), status_code=201)

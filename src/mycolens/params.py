@@ -14,18 +14,26 @@ from mycolens.utils.io import write_bytes_atomic
 _DELETE = object()
 
 
-def compose_params(conf_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Compose conf/config.yaml exactly as DVC's Hydra support does (resolved, relative paths)."""
+def compose_config(overrides: list[str] | None = None, conf_dir: str | Path | None = None) -> DictConfig:
+    """conf/config.yaml composed with Hydra `overrides`, unresolved; inside a Hydra app, in that app's search path.
+
+    conf_dir: the config folder (default: the conf/ of the checkout this package's source lives in).
+    """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app whose search path is conf/
+        return compose(config_name="config", overrides=list(overrides or []))
+    folder = Path(conf_dir) if conf_dir is not None else Path(__file__).resolve().parents[2] / "conf"
+    with initialize_config_dir(str(folder.resolve()), version_base=None):
+        return compose(config_name="config", overrides=list(overrides or []))
+
+
+def compose_params(conf_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Compose conf/config.yaml exactly as DVC's Hydra support does (resolved, relative paths)."""
     saved = os.environ.pop("MYCOLENS_ROOT", None)  # DVC composes without it: keep params.yaml portable
     try:
-        if GlobalHydra.instance().is_initialized():  # inside a Hydra app whose search path is conf/
-            cfg = compose(config_name="config", overrides=overrides or [])
-        else:
-            with initialize_config_dir(str(Path(conf_dir).resolve()), version_base=None):
-                cfg = compose(config_name="config", overrides=overrides or [])
+        cfg = compose_config(overrides, conf_dir)
         OmegaConf.resolve(cfg)
         return OmegaConf.to_container(cfg)  # type: ignore[return-value]
     finally:

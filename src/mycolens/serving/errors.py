@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+from fastapi.responses import JSONResponse
 
 from mycolens.inference.preprocess import ImageRejected
 
@@ -25,8 +28,15 @@ class ApiError(Exception):
         self.status, self.code, self.message = int(status), code, message
 
 
-def error_body(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
+def error_body(code: str, message: str, *, status: int | None = None) -> dict[str, Any]:
+    """The contract's body `{"error": {"code", "message"}}`; with `status` inside too (a group's entry, images.py)."""
+    inner: dict[str, Any] = {"code": code, "message": message}
+    return {"error": inner if status is None else {"status": status, **inner}}
+
+
+def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """The contract's error as a response with `status`."""
+    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
 
 def from_rejection(exc: ImageRejected) -> ApiError:

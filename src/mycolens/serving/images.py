@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from mycolens.inference.preprocess import ImageRejected, decode_image, resize_center_crop
-from mycolens.serving.errors import ApiError, from_rejection
+from mycolens.serving.errors import ApiError, error_body, from_rejection
 from mycolens.serving.settings import Limits
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def image_to_crop(data: bytes, size: int, limits: Limits) -> tuple[np.ndarray, t
 
 def error_entry(exc: ApiError) -> dict[str, Any]:
     """A bad photo's place in a group's answers (ApiError(**entry["error"]) raises it again in the ingress)."""
-    return {"error": {"status": exc.status, "code": exc.code, "message": exc.message}}
+    return error_body(exc.code, exc.message, status=exc.status)
 
 
 async def answer_photos(
