@@ -65,14 +65,13 @@ def overrides(tmp: Path, shards: Path, image_size: int, epochs: int, timer: Path
 
 
 def compose(config_name: str, ovr: list[str], output_dir: Path):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import open_dict
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = hydra_compose(config_name=config_name, overrides=ovr)
+    from mycolens.params import compose_config
+
+    GlobalHydra.instance().clear()  # this repository's conf/, whatever composed before
+    cfg = compose_config(ovr, CONF, config_name=config_name)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
     return cfg

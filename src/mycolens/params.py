@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +15,25 @@ from mycolens.utils.io import write_bytes_atomic
 _DELETE = object()
 
 
-def compose_config(overrides: list[str] | None = None, conf_dir: str | Path | None = None) -> DictConfig:
-    """conf/config.yaml composed with Hydra `overrides`, unresolved; inside a Hydra app, in that app's search path.
+def compose_config(
+    overrides: Sequence[str] | None = None,
+    conf_dir: str | Path | None = None,
+    config_name: str = "config",
+    return_hydra_config: bool = False,
+) -> DictConfig:
+    """conf/<config_name>.yaml composed with Hydra `overrides`, unresolved; inside a Hydra app, in its search path.
 
     conf_dir: the config folder (default: the conf/ of the checkout this package's source lives in).
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    if GlobalHydra.instance().is_initialized():  # inside a Hydra app whose search path is conf/
-        return compose(config_name="config", overrides=list(overrides or []))
+    args = {"config_name": config_name, "overrides": list(overrides or []), "return_hydra_config": return_hydra_config}
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app (or a Tune actor) whose search path is conf/
+        return compose(**args)
     folder = Path(conf_dir) if conf_dir is not None else Path(__file__).resolve().parents[2] / "conf"
-    with initialize_config_dir(str(folder.resolve()), version_base=None):
-        return compose(config_name="config", overrides=list(overrides or []))
+    with initialize_config_dir(str(folder.resolve()), version_base="1.3"):
+        return compose(**args)
 
 
 def compose_params(conf_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:

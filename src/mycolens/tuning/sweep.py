@@ -18,10 +18,11 @@ from typing import Any
 from hydra.utils import instantiate
 
 from mycolens.errors import UserError
+from mycolens.params import compose_config
 from mycolens.training.ray_train import CHECKPOINT_NAME, ray_session
 from mycolens.tuning.results import experiment_yaml, history_rows, plot_trials, trial_rows, write_csv
 from mycolens.tuning.space import build_param_space, to_overrides
-from mycolens.tuning.trainable import compose_config, train_trial
+from mycolens.tuning.trainable import train_trial
 from mycolens.utils.io import atomic_path, write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -184,8 +185,8 @@ def write_outputs(
         with atomic_path(best_ckpt) as tmp:
             shutil.copyfile(ckpt_file, tmp)
     best_overrides = to_overrides(best.config or {})
-    composed = compose_config(config_dir, [*base_overrides, *best_overrides], return_hydra_config=True)
-    defaults = compose_config(config_dir, [], return_hydra_config=True).hydra.runtime.choices
+    composed = compose_config([*base_overrides, *best_overrides], config_dir, return_hydra_config=True)
+    defaults = compose_config([], config_dir, return_hydra_config=True).hydra.runtime.choices
     best_value = table.loc[table["trial_id"] == best_id, f"best_{metric}"]
     header = [
         f"Best trial of sweep '{sweep['name']}': {best_id}, {metric}={best_value.iloc[0] if len(best_value) else None} ({mode}).",

@@ -12,27 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from mycolens.params import compose_config
 from mycolens.training.ray_train import CHECKPOINT_NAME, split_trainer_config, worker_options
 from mycolens.training.run import build_callbacks, build_datamodule, build_loggers, build_module, build_trainer
 from mycolens.tuning.space import objective_value, to_overrides
 
 REPORTED_PREFIXES = ("val/", "train/")
-
-
-def compose_config(
-    config_dir: str, overrides: Sequence[str], config_name: str = "config", return_hydra_config: bool = False
-) -> DictConfig:
-    """Compose conf/<config_name> with overrides, inside a running Hydra app or standalone (a Tune actor)."""
-    if GlobalHydra.instance().is_initialized():
-        return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 def epoch_metrics(callback_metrics: Mapping[str, Any], objective: Mapping[str, float] | None) -> dict[str, float]:
@@ -110,7 +99,7 @@ def train_trial(
 
     context = ray.tune.get_context()
     trial_dir = context.get_trial_dir()
-    cfg = compose_config(config_dir, [*base_overrides, *to_overrides(params)])
+    cfg = compose_config([*base_overrides, *to_overrides(params)], config_dir)
     with open_dict(cfg):
         cfg.paths.output_dir = trial_dir  # the trial's own folder for loggers (no Hydra runtime in a Tune actor)
         cfg.test = False
