@@ -8,7 +8,7 @@ import torch
 
 from mycolens.catalogue import load_catalogue
 from mycolens.models.module import MushroomClassifier
-from tests.conftest import TINY_DATA, compose
+from tests.conftest import compose, run_overrides
 
 MEAN, STD = [0.5, 0.45, 0.4], [0.25, 0.25, 0.25]
 
@@ -37,17 +37,5 @@ def train_tiny_teacher(tmp: Path, shards: Path) -> Path:
     """models/best.ckpt of a small_cnn trained by scripts/train.py's code path (debug=limit, 2 epochs) at 32 px."""
     from mycolens.training.run import train
 
-    cfg = compose(
-        [
-            *TINY_DATA,
-            f"paths.shards_dir={shards}",
-            f"paths.models_dir={tmp / 'models'}",
-            f"paths.reports_dir={tmp / 'reports'}",
-            f"paths.log_dir={tmp / 'logs'}",
-            "debug=limit",
-            "trainer.max_epochs=2",
-        ],
-        tmp,
-    )
-    train(cfg)
+    train(compose([*run_overrides(tmp, shards), "debug=limit", "trainer.max_epochs=2"], tmp))
     return tmp / "models" / "best.ckpt"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -49,28 +52,84 @@ def compose(overrides: list[str], tmp: Path):
     return cfg
 
 
-@pytest.fixture(scope="session")
-def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Synthetic shards at 32 px: 14 classes x 6 specimens x 2 photos, plus 12 OOD images."""
+def make_shards(
+    out: Path,
+    *,
+    specimens_per_class: int,
+    photos_per_specimen: int,
+    ood_images: int,
+    seed: int,
+    image_size: int = 32,
+    rows_per_file: int = 2000,
+    workers: int = 1,
+    catalogue: Any = None,
+) -> Path:
+    """Synthetic shards at `out`, split 50/25/25 by specimen (difficulty 1, JPEG quality 90): every test's generator."""
     from mycolens.catalogue import load_catalogue
     from mycolens.data.generate import generate_dataset
 
-    out = tmp_path_factory.mktemp("data") / "shards"
     generate_dataset(
         out,
-        load_catalogue(),
-        image_size=32,
-        specimens_per_class=6,
-        photos_per_specimen=2,
+        load_catalogue() if catalogue is None else catalogue,
+        image_size=image_size,
+        specimens_per_class=specimens_per_class,
+        photos_per_specimen=photos_per_specimen,
         difficulty=1.0,
-        ood_images=12,
+        ood_images=ood_images,
         splits={"train": 0.5, "val": 0.25, "test": 0.25},
-        seed=7,
-        workers=1,
+        seed=seed,
+        workers=workers,
         jpeg_quality=90,
-        rows_per_file=2000,
+        rows_per_file=rows_per_file,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic shards at 32 px: 14 classes x 6 specimens x 2 photos, plus 12 OOD images."""
+    out = tmp_path_factory.mktemp("data") / "shards"
+    return make_shards(out, specimens_per_class=6, photos_per_specimen=2, ood_images=12, seed=7)
+
+
+def run_overrides(out: Path, shards: Path, ood_sets: Path | None = None) -> list[str]:
+    """TINY_DATA on `shards` (and `ood_sets`), with models/, reports/ and logs/ under `out`."""
+    return [
+        *TINY_DATA,
+        f"paths.shards_dir={shards}",
+        *([f"paths.ood_sets_dir={ood_sets}"] if ood_sets is not None else []),
+        f"paths.models_dir={out / 'models'}",
+        f"paths.reports_dir={out / 'reports'}",
+        f"paths.log_dir={out / 'logs'}",
+    ]
+
+
+def run_script(script: str, *args: str, timeout: int | None = 600) -> subprocess.CompletedProcess:
+    """Run scripts/<script> with `args` as a user would (from the repo root, telemetry off); output captured."""
+    env = {
+        **os.environ,
+        "MYCOLENS_ROOT": str(ROOT),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "DVC_NO_ANALYTICS": "1",
+        "WANDB_MODE": "offline",
+        "HYDRA_FULL_ERROR": "0",
+    }
+    cmd = [sys.executable, str(ROOT / "scripts" / script), *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def last_line(text: str) -> str:
+    """The last line of a script's output (where its one-line error stands)."""
+    return text.strip().splitlines()[-1]
+
+
+# POST /feedback refusals, (case, HTTP status, error code): the in-process router and the served app both test these
+FEEDBACK_REFUSALS = [
+    ("unknown_species", 422, "unknown_species"),
+    ("oversized_body", 413, "too_large"),
+    ("not_an_image", 400, "not_image"),
+    ("crafted_file_name", 400, "bad_filename"),
+]
 
 
 HELD_OUT_FAMILIES = yaml.safe_load((ROOT / "conf" / "evaluate" / "default.yaml").read_text())["ood_sets"][
@@ -96,14 +155,6 @@ def make_cfg(tmp_path: Path, tiny_shards: Path, tiny_ood_sets: Path) -> Callable
     """Compose the real config on the tiny shards with outputs in tmp_path; extra overrides as arguments."""
 
     def _make(*overrides: str):
-        base = [
-            *TINY_DATA,
-            f"paths.shards_dir={tiny_shards}",
-            f"paths.ood_sets_dir={tiny_ood_sets}",
-            f"paths.models_dir={tmp_path / 'models'}",
-            f"paths.reports_dir={tmp_path / 'reports'}",
-            f"paths.log_dir={tmp_path / 'logs'}",
-        ]
-        return compose([*base, *overrides], tmp_path)
+        return compose([*run_overrides(tmp_path, tiny_shards, tiny_ood_sets), *overrides], tmp_path)
 
     return _make

@@ -7,17 +7,15 @@ the expensive steps are cached per session, so every test file shares one traini
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from tests.conftest import TINY_DATA, compose
+from tests.conftest import compose, run_overrides, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 _CACHE: dict[str, Any] = {}
@@ -31,33 +29,20 @@ class Workspace:
     shards: Path
     ood_sets: Path
 
-    @property
-    def models(self) -> Path:
-        return self.root / "models"
+    models: Path = field(init=False)  # root/models, holding best.ckpt and export/
+    best: Path = field(init=False)
+    export_dir: Path = field(init=False)
+    reports: Path = field(init=False)
 
-    @property
-    def best(self) -> Path:
-        return self.models / "best.ckpt"
-
-    @property
-    def export_dir(self) -> Path:
-        return self.models / "export"
-
-    @property
-    def reports(self) -> Path:
-        return self.root / "reports"
+    def __post_init__(self) -> None:
+        self.models = self.root / "models"
+        self.best = self.models / "best.ckpt"
+        self.export_dir = self.models / "export"
+        self.reports = self.root / "reports"
 
     def overrides(self, root: Path | None = None) -> list[str]:
         """Path overrides putting every output under `root` (this workspace by default)."""
-        root = root or self.root
-        return [
-            *TINY_DATA,
-            f"paths.shards_dir={self.shards}",
-            f"paths.ood_sets_dir={self.ood_sets}",
-            f"paths.models_dir={root / 'models'}",
-            f"paths.reports_dir={root / 'reports'}",
-            f"paths.log_dir={root / 'logs'}",
-        ]
+        return run_overrides(root or self.root, self.shards, self.ood_sets)
 
     def cfg(self, *extra: str, root: Path | None = None) -> Any:
         """The real config composed with this workspace's paths."""
@@ -74,19 +59,6 @@ class Workspace:
     def unsafe_checkpoint(self, dst: Path) -> Path:
         """The teacher, made to call every image an edible species (see make_unsafe_checkpoint)."""
         return make_unsafe_checkpoint(self.best, dst)
-
-
-def run_script(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "MYCOLENS_ROOT": str(ROOT),
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "DVC_NO_ANALYTICS": "1",
-        "WANDB_MODE": "offline",
-        "HYDRA_FULL_ERROR": "0",
-    }
-    cmd = [sys.executable, str(ROOT / "scripts" / script), *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def build_workspace(root: Path, shards: Path, ood_sets: Path) -> Workspace:

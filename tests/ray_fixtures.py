@@ -8,6 +8,7 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -74,17 +75,14 @@ def kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+def start_own_group(cmd: list[str], **popen: Any) -> subprocess.Popen:
+    """Start a project command from the repo root in its own process group (kill_group ends it), with Ray's test env."""
+    return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **RAY_ENV}, start_new_session=True, **popen)
+
+
 def run_own_group(cmd: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
     """Run a project command in its own process group with Ray's test env; kill what it leaves (its local Ray)."""
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env={**os.environ, **RAY_ENV},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_own_group(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
     finally:

@@ -27,6 +27,7 @@ from mycolens.utils.io import sha256_file, write_json_atomic
 from mycolens.verdict.calibration import OOD_SCORE, energy_score, ood_threshold
 from mycolens.verdict.rule import VerdictRule
 from serve.local import free_port, ray_env, wait_ready  # noqa: F401  (re-exported for the tests)
+from tests.conftest import make_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE_CLI = str(ROOT / ".venv" / "bin" / "serve")
@@ -36,17 +37,9 @@ TEMPERATURE = 1.5  # model.json's; the OOD threshold is chosen on energy at this
 
 # the fields of a /predict answer, as DESIGN.md's HTTP contract lists them (offline predict gives the same)
 ANSWER_FIELDS = {
-    "species",
-    "common_name",
-    "edibility",
-    "verdict",
-    "confidence",
-    "poisonous_probability",
-    "abstained",
-    "abstain_reason",
-    "top_k",
-    "lookalikes",
-    "model",
+    *("species", "common_name", "edibility"),  # the catalogue entry
+    *("verdict", "confidence", "poisonous_probability", "abstained", "abstain_reason"),  # the safety verdict
+    *("top_k", "lookalikes", "model"),  # the evidence and which model gave it
 }
 
 
@@ -303,20 +296,12 @@ def model_version(model_dir: Path) -> str:
 
 def small_shards(folder: Path) -> Path:
     """Synthetic shards at 32 px (504 train, 252 val, 252 test photos, no OOD), the same every time (seed 3)."""
-    from mycolens.data.generate import generate_dataset
-
-    generate_dataset(
+    return make_shards(
         folder,
-        load_catalogue(),
         image_size=IMAGE_SIZE,
         specimens_per_class=24,
         photos_per_specimen=3,
-        difficulty=1.0,
         ood_images=0,
-        splits={"train": 0.5, "val": 0.25, "test": 0.25},
         seed=3,
-        workers=1,
-        jpeg_quality=90,
         rows_per_file=5000,
     )
-    return folder

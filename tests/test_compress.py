@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from mycolens.compression.run import compress
 from mycolens.models.loading import checkpoint_meta, load_classifier
 from mycolens.models.module import MushroomClassifier
 from tests.compress_fixtures import random_classifier, save_teacher, train_tiny_teacher
-from tests.conftest import TINY_DATA, compose
+from tests.conftest import compose, last_line, run_overrides, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKBONES = ["small_cnn", "resnet18", "mobilenet_v3_small", "efficientnet_b0"]
@@ -35,18 +33,7 @@ def default_ratio(tmp_path_factory: pytest.TempPathFactory) -> float:
 
 
 def stage_cfg(tmp: Path, shards: Path, teacher: Path, *overrides: str):
-    return compose(
-        [
-            *TINY_DATA,
-            f"paths.shards_dir={shards}",
-            f"paths.models_dir={tmp / 'models'}",
-            f"paths.reports_dir={tmp / 'reports'}",
-            f"paths.log_dir={tmp / 'logs'}",
-            f"compress.teacher_ckpt={teacher}",
-            *overrides,
-        ],
-        tmp,
-    )
+    return compose([*run_overrides(tmp, shards), f"compress.teacher_ckpt={teacher}", *overrides], tmp)
 
 
 def n_params(net: nn.Module) -> int:
@@ -200,21 +187,8 @@ def test_compress_stage_distils_a_resnet18(tmp_path, tiny_shards):
 
 
 def test_compress_script_runs_end_to_end(tmp_path, tiny_shards, trained_teacher):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts/compress.py"),
-            "debug=fdr",
-            *TINY_DATA,
-            f"paths.shards_dir={tiny_shards}",
-            f"paths.models_dir={tmp_path / 'models'}",
-            f"paths.reports_dir={tmp_path / 'reports'}",
-            f"paths.log_dir={tmp_path / 'logs'}",
-            f"compress.teacher_ckpt={trained_teacher}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = run_script(
+        "compress.py", "debug=fdr", *run_overrides(tmp_path, tiny_shards), f"compress.teacher_ckpt={trained_teacher}"
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "logs" / "compress").is_dir()  # its own task name, not train's
@@ -226,18 +200,9 @@ def test_compress_script_runs_end_to_end(tmp_path, tiny_shards, trained_teacher)
 
 def test_missing_teacher_is_one_clear_line(tmp_path):
     missing = tmp_path / "models" / "best.ckpt"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts/compress.py"),
-            f"paths.models_dir={tmp_path / 'models'}",
-            f"paths.log_dir={tmp_path}",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    proc = run_script("compress.py", f"paths.models_dir={tmp_path / 'models'}", f"paths.log_dir={tmp_path}")
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == (
+    assert last_line(proc.stderr) == (
         f"error: no teacher checkpoint at {missing}: train one first with `python scripts/train.py`"
     )
 
@@ -245,23 +210,14 @@ def test_missing_teacher_is_one_clear_line(tmp_path):
 @pytest.mark.slow
 def test_ddp_compress_on_two_cpu_processes(tmp_path, tiny_shards, trained_teacher):
     run_dir = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts/compress.py"),
-            "trainer=ddp",
-            "trainer.devices=2",
-            "compress.max_epochs=2",
-            *TINY_DATA,
-            f"paths.shards_dir={tiny_shards}",
-            f"paths.models_dir={tmp_path / 'models'}",
-            f"paths.reports_dir={tmp_path / 'reports'}",
-            f"compress.teacher_ckpt={trained_teacher}",
-            f"hydra.run.dir={run_dir}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = run_script(
+        "compress.py",
+        "trainer=ddp",
+        "trainer.devices=2",
+        "compress.max_epochs=2",
+        *run_overrides(tmp_path, tiny_shards),
+        f"compress.teacher_ckpt={trained_teacher}",
+        f"hydra.run.dir={run_dir}",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list(run_dir.rglob("metrics.csv"))) == 1

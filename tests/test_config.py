@@ -5,7 +5,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from mycolens.training.run import build_callbacks, build_datamodule, build_loggers, build_module
 from tests.conftest import compose
@@ -29,7 +31,11 @@ def test_every_model_instantiates_with_the_catalogue(tmp_path, tiny_shards, mode
 @pytest.mark.parametrize("trainer", options("trainer"))
 def test_every_trainer_config_composes(tmp_path, trainer):
     cfg = compose([f"trainer={trainer}"], tmp_path)
-    assert cfg.trainer._target_ or cfg.trainer
+    own = yaml.safe_load((ROOT / "conf" / "trainer" / f"{trainer}.yaml").read_text())
+    own.pop("defaults", None)
+    assert cfg.trainer._target_ == "lightning.pytorch.trainer.Trainer"  # every option builds on trainer/default
+    composed = OmegaConf.to_container(cfg.trainer, resolve=False)
+    assert {k: composed.get(k) for k in own} == own  # and the option's own settings win
 
 
 @pytest.mark.parametrize("logger", options("logger"))

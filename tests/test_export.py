@@ -51,6 +51,12 @@ def folder_state(folder: Path) -> dict[str, str]:
     return {p.name: sha256_file(p) for p in sorted(folder.iterdir())} if folder.exists() else {}
 
 
+def installed_copy(exported: dict, target: Path) -> dict[str, str]:
+    """Copy the session's export to `target`, as a served model folder; its folder_state to compare with afterwards."""
+    shutil.copytree(exported["dir"], target)
+    return folder_state(target)
+
+
 def leftovers(parent: Path) -> list[str]:
     """Temporary files or folders an export left beside its target."""
     return sorted(p.name for p in parent.iterdir() if p.name.startswith(".") or p.name.endswith(".tmp"))
@@ -239,8 +245,7 @@ def test_interrupted_export_leaves_the_old_model(
     import mycolens.export.pipeline as pipeline
 
     target = tmp_path / "models" / "export"
-    shutil.copytree(exported["dir"], target)
-    before = folder_state(target)
+    before = installed_copy(exported, target)
 
     def interrupted(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt  # Ctrl-C after model.onnx was written, while quantizing
@@ -270,8 +275,7 @@ def test_read_only_target_is_refused_and_left_alone(
 
     parent = tmp_path / "models"
     target = parent / "export"
-    shutil.copytree(exported["dir"], target)
-    before = folder_state(target)
+    before = installed_copy(exported, target)
     if os.geteuid() == 0:  # root ignores permission bits: answer os.access as the kernel would for anyone else
         real_access = os.access
         read_only = {parent, target}
@@ -297,8 +301,7 @@ def test_failure_while_swapping_folders_keeps_the_old_model(
     import mycolens.utils.io as io
 
     target = tmp_path / "models" / "export"
-    shutil.copytree(exported["dir"], target)
-    before = folder_state(target)
+    before = installed_copy(exported, target)
     real_replace = os.replace
 
     def refuse_moving_the_old_folder(src: Any, dst: Any) -> None:

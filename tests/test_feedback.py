@@ -20,7 +20,7 @@ from mycolens.monitoring.feedback import FeedbackError, store_feedback
 from mycolens.serving.hooks import IngressContext, PredictionHooks
 from mycolens.utils.io import write_json_atomic
 from serve import web
-from tests.conftest import compose
+from tests.conftest import FEEDBACK_REFUSALS, compose
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,6 +59,11 @@ def make_client(tmp_path: Path, catalogue, *overrides: str) -> TestClient:
     async def model_info() -> dict[str, Any]:
         return {}
 
+    return web_app(cfg, model_dir, model_info)[0]
+
+
+def web_app(cfg: Any, model_dir: Path, model_info: Any) -> tuple[TestClient, IngressContext]:
+    """The real web router on a FastAPI app serving `model_dir`, set up by web.setup() with cfg's `monitoring`."""
     ctx = IngressContext(
         config={"model_dir": str(model_dir), "web": OmegaConf.to_container(cfg.monitoring, resolve=True)},
         root=ROOT,
@@ -70,7 +75,24 @@ def make_client(tmp_path: Path, catalogue, *overrides: str) -> TestClient:
     app.include_router(web.router)
     app.state.mycolens = ctx
     web.setup(ctx)
-    return TestClient(app)
+    return TestClient(app), ctx
+
+
+def ingest_32px(src: Path, tmp_path: Path, catalogue, **kwargs: Any) -> Any:
+    """ingest_folder at 32 px into tmp_path/shards (seed 0, one worker, no synthetic OOD), its report in tmp_path/ingest."""
+    return ingest_folder(
+        src,
+        tmp_path / "shards",
+        catalogue,
+        image_size=32,
+        max_side=128,
+        min_side=32,
+        seed=0,
+        workers=1,
+        ood_images=0,
+        report_path=tmp_path / "ingest" / "report.json",
+        **kwargs,
+    )
 
 
 # ------------------------------------------------------------------ store_feedback
@@ -92,20 +114,7 @@ def test_good_feedback_lands_in_ingest_format_and_ingests(tmp_path, catalogue):
         "omphalotus_illudens",
     ]
 
-    report = ingest_folder(
-        folder,
-        tmp_path / "shards",
-        catalogue,
-        image_size=32,
-        max_side=128,
-        min_side=32,
-        splits={"train": 1.0},
-        seed=0,
-        workers=1,
-        ood_images=0,
-        rows_per_file=100,
-        report_path=tmp_path / "ingest" / "report.json",
-    )
+    report = ingest_32px(folder, tmp_path, catalogue, splits={"train": 1.0}, rows_per_file=100)
     assert report.kept == 3 and not report.quarantined
     assert report.per_class == {"cantharellus_cibarius": 2, "omphalotus_illudens": 1}
 
@@ -176,14 +185,7 @@ def test_post_feedback_stores_and_lists_species(client, tmp_path, catalogue):
 
 @pytest.mark.parametrize(
     ("case", "status", "code"),
-    [
-        ("unknown_species", 422, "unknown_species"),
-        ("oversized_body", 413, "too_large"),
-        ("not_an_image", 400, "not_image"),
-        ("crafted_file_name", 400, "bad_filename"),
-        ("missing_species", 422, "bad_request"),
-        ("not_multipart", 422, "bad_request"),
-    ],
+    [*FEEDBACK_REFUSALS, ("missing_species", 422, "bad_request"), ("not_multipart", 422, "bad_request")],
 )
 def test_post_feedback_refusals_are_json_errors_and_write_nothing(client, tmp_path, case, status, code):
     good = {"file": ("photo.jpg", photo(8), "image/jpeg")}
@@ -262,21 +264,14 @@ def test_retrain_source_puts_feedback_beside_the_shards_and_ingests(tmp_path, ca
     assert counts["feedback"] == 2 and counts["ood"] == before["ood"]["images"]
     assert counts["data"] == sum(before[s]["images"] for s in ("train", "val", "test"))
 
-    report = ingest_folder(
+    report = ingest_32px(
         tmp_path / "retrain",
-        tmp_path / "shards",
+        tmp_path,
         catalogue,
         csv="labels.csv",
-        image_size=32,
-        max_side=128,
-        min_side=32,
         splits={"train": 0.5, "val": 0.25, "test": 0.25},
-        seed=0,
-        workers=1,
         ood_source=tmp_path / "retrain" / "ood",
-        ood_images=0,
         rows_per_file=1000,
-        report_path=tmp_path / "ingest" / "report.json",
     )
     assert report.kept == counts["data"] + 2 and not report.quarantined
     rows = [
@@ -331,18 +326,7 @@ def test_drift_route_follows_a_model_reload_to_its_reference(tmp_path, catalogue
         return dict(served)
 
     cfg = compose([f"monitoring.feedback.dir={tmp_path / 'feedback'}"], tmp_path)
-    ctx = IngressContext(
-        config={"model_dir": str(folders["a"]), "web": OmegaConf.to_container(cfg.monitoring, resolve=True)},
-        root=ROOT,
-        metrics_registry=CollectorRegistry(),
-        hooks=PredictionHooks(8),
-        model_info=model_info,
-    )
-    app = FastAPI()
-    app.include_router(web.router)
-    app.state.mycolens = ctx
-    web.setup(ctx)
-    client = TestClient(app)
+    client, ctx = web_app(cfg, folders["a"], model_info)
 
     first = ctx.state["drift"]
     first.observe(np.zeros((32, 32, 3), np.uint8), original_size=(32, 32))

@@ -12,25 +12,17 @@ from mycolens.catalogue import Catalogue, load_catalogue
 from mycolens.data import synth
 from mycolens.data.baseline import colour_baseline
 from mycolens.data.contact_sheet import contact_sheet
-from mycolens.data.generate import generate_dataset, generate_ood_rows
+from mycolens.data.generate import generate_ood_rows
 from mycolens.data.shards import SPLITS, read_manifest, read_split
 from mycolens.inference.preprocess import decode_image
+from tests.conftest import make_shards
 
 SIZE = 32
-ARGS = dict(
-    image_size=SIZE,
-    specimens_per_class=3,
-    photos_per_specimen=2,
-    difficulty=1.0,
-    ood_images=6,
-    splits={"train": 0.5, "val": 0.25, "test": 0.25},
-    jpeg_quality=90,
-    rows_per_file=2000,
-)
+ARGS = dict(image_size=SIZE, specimens_per_class=3, photos_per_specimen=2, ood_images=6)  # JPEG quality 90
 
 
 def _gen(out: Path, seed: int, workers: int, catalogue: Catalogue | None = None) -> Path:
-    return generate_dataset(out, catalogue or load_catalogue(), seed=seed, workers=workers, **ARGS)
+    return make_shards(out, seed=seed, workers=workers, catalogue=catalogue, **ARGS)
 
 
 def _files(shards: Path) -> dict[str, bytes]:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from mycolens.tuning.space import build_param_space, flatten_space, is_sweep_override, objective_value, to_overrides
-from tests.ray_fixtures import PYTHON, RAY_ENV, ROOT, kill_group, run_own_group, tiny_overrides
+from tests.ray_fixtures import PYTHON, ROOT, kill_group, run_own_group, start_own_group, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -133,14 +133,7 @@ def first_finished_trial(tune_dir: Path) -> str | None:
 def test_interrupted_sweep_resumes_instead_of_starting_again(tmp_path: Path, tiny_shards: Path) -> None:
     cmd = sweep_cmd(tmp_path, tiny_shards, "resume", [3e-3, 1e-7, 3e-3])
     tune_dir = tmp_path / "sweeps" / "resume" / "tune"
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env={**os.environ, **RAY_ENV},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = start_own_group(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     finished = None
     try:
         deadline = time.monotonic() + 600

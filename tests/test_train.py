@@ -1,8 +1,6 @@
 """Training with real Lightning and real Hydra on tiny synthetic shards."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +9,7 @@ import torch
 
 from mycolens.models.module import MushroomClassifier
 from mycolens.training.run import checkpoint_summary, evaluate_checkpoint, train
-from tests.conftest import TINY_DATA, compose
+from tests.conftest import TINY_DATA, compose, last_line, run_overrides, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,13 +55,9 @@ def test_same_seed_gives_the_same_weights(make_cfg):
 
 
 def test_missing_data_is_one_clear_line(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/train.py"), f"paths.data_dir={tmp_path}/nothing"],
-        capture_output=True,
-        text=True,
-    )
+    proc = run_script("train.py", f"paths.data_dir={tmp_path}/nothing")
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == (
+    assert last_line(proc.stderr) == (
         f"error: no shards at {tmp_path}/nothing/shards (manifest.json missing): run `python scripts/data.py` first"
     )
 
@@ -71,22 +65,13 @@ def test_missing_data_is_one_clear_line(tmp_path):
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_writes_one_run(tmp_path, tiny_shards):
     run_dir = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts/train.py"),
-            "trainer=ddp",
-            "trainer.devices=2",
-            "trainer.max_epochs=2",
-            *TINY_DATA,
-            f"paths.shards_dir={tiny_shards}",
-            f"paths.models_dir={tmp_path / 'models'}",
-            f"paths.reports_dir={tmp_path / 'reports'}",
-            f"hydra.run.dir={run_dir}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = run_script(
+        "train.py",
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.max_epochs=2",
+        *run_overrides(tmp_path, tiny_shards),
+        f"hydra.run.dir={run_dir}",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())

@@ -22,6 +22,7 @@ from mycolens.data.shards import read_split
 from mycolens.inference.onnx_model import OnnxClassifier
 from mycolens.monitoring.reference import write_reference
 from serve.app import load_serve_config
+from tests.conftest import FEEDBACK_REFUSALS
 from tests.serve_fixtures import (
     free_port,
     make_model_dir,
@@ -295,15 +296,7 @@ def test_served_drift_stays_quiet_in_distribution_and_flags_darkened_photos(serv
         assert "mycolens_drift_window_size 300.0" in metrics
 
 
-@pytest.mark.parametrize(
-    ("case", "status", "code"),
-    [
-        ("unknown_species", 422, "unknown_species"),
-        ("oversized_body", 413, "too_large"),
-        ("not_an_image", 400, "not_image"),
-        ("crafted_file_name", 400, "bad_filename"),
-    ],
-)
+@pytest.mark.parametrize(("case", "status", "code"), FEEDBACK_REFUSALS)
 def test_served_feedback_refusals(served, case, status, code):
     before = sorted(served.feedback.rglob("*")) if served.feedback.exists() else []
     photo = served.photos[1]
