@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
 import platform
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -36,15 +34,15 @@ os.environ.setdefault("MYCOLENS_ROOT", str(ROOT))
 
 def photos(n: int, width: int, height: int, seed: int = 0) -> list[bytes]:
     """n photo-like JPEGs (gradients + noise, quality 90) of width x height."""
+    from mycolens.utils.images import encode_jpeg
+
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width]
     out = []
     for i in range(n):
         base = np.stack([x / width * 255, y / height * 255, (x + y + i * 7) % 256], -1)
         arr = np.clip(base + rng.normal(0, 20, (height, width, 3)), 0, 255).astype(np.uint8)
-        buf = io.BytesIO()
-        Image.fromarray(arr).save(buf, "JPEG", quality=90)
-        out.append(buf.getvalue())
+        out.append(encode_jpeg(arr, 90))
     return out
 
 

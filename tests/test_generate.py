@@ -12,7 +12,7 @@ from mycolens.catalogue import Catalogue, load_catalogue
 from mycolens.data import synth
 from mycolens.data.baseline import colour_baseline
 from mycolens.data.contact_sheet import contact_sheet
-from mycolens.data.generate import generate_ood_rows
+from mycolens.data.ood_rows import generate_ood_rows
 from mycolens.data.shards import SPLITS, read_manifest, read_split
 from mycolens.inference.preprocess import decode_image
 from tests.conftest import make_shards

@@ -16,8 +16,9 @@ import torch
 from lightning.pytorch import Trainer
 
 from mycolens.models.module import MushroomClassifier
-from mycolens.training.ray_train import RAY_KEYS, ray_init_kwargs, split_trainer_config, train_on_ray
+from mycolens.training.ray_train import RAY_KEYS, split_trainer_config, train_on_ray
 from mycolens.training.run import build_datamodule, evaluate_checkpoint
+from mycolens.utils.ray_session import ray_init_kwargs
 from tests.ray_fixtures import compose_cfg, local_ray, tiny_overrides  # noqa: F401
 
 pytestmark = pytest.mark.slow

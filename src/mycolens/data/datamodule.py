@@ -20,7 +20,11 @@ def decode_split(shards_dir: str | Path, split: str, image_size: int) -> tuple[t
     """All images of a split as uint8 NCHW (same decode/resize/crop as serving) and int64 labels."""
     table = read_split(shards_dir, split, columns=["image", "label"])
     images = [resize_center_crop(decode_image(b), image_size) for b in table.column("image").to_pylist()]
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous() if images else torch.empty(0, 3, image_size, image_size, dtype=torch.uint8)
+    x = (
+        torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+        if images
+        else torch.empty(0, 3, image_size, image_size, dtype=torch.uint8)
+    )
     y = torch.tensor(table.column("label").to_pylist(), dtype=torch.long)
     return x, y
 
@@ -30,8 +34,8 @@ def outlier_images(outliers: dict[str, Any], image_size: int) -> torch.Tensor:
 
     Each passes through a JPEG round trip (quality 90), as the shards' photos do, so no codec trace tells them apart.
     """
-    from mycolens.data.generate import encode_jpeg
     from mycolens.data.outliers import render_outliers
+    from mycolens.utils.images import encode_jpeg
 
     raw = render_outliers(
         list(outliers["families"]),
@@ -41,7 +45,7 @@ def outlier_images(outliers: dict[str, Any], image_size: int) -> torch.Tensor:
         float(outliers.get("greyscale_share", 0.0)),
         float(outliers.get("jitter_share", 0.0)),
     )
-    images = [resize_center_crop(decode_image(encode_jpeg(im, 90)), image_size) for im in raw]
+    images = [resize_center_crop(decode_image(encode_jpeg(im, 90, subsampling=0)), image_size) for im in raw]
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -65,7 +69,9 @@ def eval_transform(mean: list[float], std: list[float]) -> v2.Transform:
 
 def train_transform(image_size: int, mean: list[float], std: list[float], augment: dict[str, Any]) -> v2.Transform:
     """Augmentation from conf/data (flip, rotation, scale, colour jitter), then eval_transform."""
-    steps: list[v2.Transform] = [v2.RandomResizedCrop(image_size, scale=tuple(augment.get("scale", (1.0, 1.0))), antialias=True)]
+    steps: list[v2.Transform] = [
+        v2.RandomResizedCrop(image_size, scale=tuple(augment.get("scale", (1.0, 1.0))), antialias=True)
+    ]
     if augment.get("hflip", True):
         steps.append(v2.RandomHorizontalFlip())
     if augment.get("rotation", 0):

@@ -1,7 +1,8 @@
 """The synthetic data set: specimens drawn from catalogue traits, photographed several times, written as shards.
 
 Every specimen gets its own RNG from (seed, species index, specimen index) and every OOD image its own from
-(seed, index), so the same arguments give byte-identical shards whatever the number of worker processes.
+(seed, index) (mycolens.data.ood_rows), so the same arguments give byte-identical shards whatever the number of
+worker processes.
 """
 
 from __future__ import annotations
@@ -18,25 +19,12 @@ from tqdm import tqdm
 
 from mycolens.catalogue import Catalogue
 from mycolens.data import synth
-from mycolens.data.shards import channel_mean_std, grouped_split, sha256_bytes, write_shards
+from mycolens.data.ood_rows import check_size, ood_rows, synthetic_row
+from mycolens.data.shards import channel_mean_std, grouped_split, write_shards
 
-SPECIMEN_STREAM = 0  # SeedSequence domain tags: specimens and OOD images never share a stream
-OOD_STREAM = 1
+SPECIMEN_STREAM = 0  # SeedSequence domain tag: specimens never share a stream with OOD images (ood_rows.OOD_STREAM)
 OOD_PER_TASK = 25
 TRAIN_SPLITS = ("train", "val", "test")
-
-
-def encode_jpeg(img: np.ndarray, quality: int) -> bytes:
-    """Baseline JPEG bytes of a uint8 HWC image (4:4:4 chroma, so small colour details survive at 64 px)."""
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=int(quality), subsampling=0)
-    return buf.getvalue()
-
-
-def _row(img: np.ndarray, label: int, species: str, specimen: str, quality: int) -> dict[str, Any]:
-    data = encode_jpeg(img, quality)
-    return {"image": data, "label": label, "species": species, "specimen": specimen,
-            "sha256": sha256_bytes(data), "source": "synthetic"}  # fmt: skip
 
 
 def _specimen_rows(task: tuple) -> list[dict[str, Any]]:
@@ -45,29 +33,8 @@ def _specimen_rows(task: tuple) -> list[dict[str, Any]]:
     rng = np.random.default_rng(np.random.SeedSequence([seed, SPECIMEN_STREAM, label, k]))
     specimen = synth.make_specimen(traits, rng)
     name = f"{species_id}-{k:04d}"
-    return [_row(synth.render_photo(specimen, rng, size, difficulty), label, species_id, name, quality)
+    return [synthetic_row(synth.render_photo(specimen, rng, size, difficulty), label, species_id, name, quality)
             for _ in range(photos)]  # fmt: skip
-
-
-def _ood_rows(task: tuple) -> list[dict[str, Any]]:
-    """Worker: not-mushroom images start..stop, each from its own (seed, index) stream."""
-    seed, start, stop, size, quality = task
-    rows = []
-    for i in range(start, stop):
-        rng = np.random.default_rng(np.random.SeedSequence([seed, OOD_STREAM, i]))
-        rows.append(_row(synth.render_ood(rng, size), -1, "", f"ood-{i:05d}", quality))
-    return rows
-
-
-def _check_size(image_size: int) -> None:
-    if not 16 <= int(image_size) <= 512:
-        raise ValueError(f"image_size={image_size} is out of range: use 16..512 pixels (default 64)")
-
-
-def generate_ood_rows(n: int, image_size: int, seed: int, jpeg_quality: int) -> list[dict[str, Any]]:
-    """`n` synthetic not-mushroom images as shard rows (label -1, species ""), as generate_dataset makes them."""
-    _check_size(image_size)
-    return _ood_rows((int(seed), 0, int(n), int(image_size), int(jpeg_quality)))
 
 
 def _run(fn, tasks: list[tuple], workers: int, desc: str, unit: str) -> list[list[dict[str, Any]]]:
@@ -99,7 +66,7 @@ def generate_dataset(
 
     With workers > 1 the pool spawns fresh interpreters: call this under `if __name__ == "__main__":` in scripts.
     """
-    _check_size(image_size)
+    check_size(image_size)
     if specimens_per_class < 1 or photos_per_specimen < 1:
         raise ValueError("specimens_per_class and photos_per_specimen must be at least 1")
     if not 0.0 <= float(difficulty) <= 1.0:
@@ -121,7 +88,7 @@ def generate_dataset(
         (seed, i, min(i + OOD_PER_TASK, ood_images), size, quality) for i in range(0, ood_images, OOD_PER_TASK)
     ]
     ood = [
-        r for chunk in _run(_ood_rows, ood_tasks, int(workers), "ood images", f"x{OOD_PER_TASK} images") for r in chunk
+        r for chunk in _run(ood_rows, ood_tasks, int(workers), "ood images", f"x{OOD_PER_TASK} images") for r in chunk
     ]
 
     assignment = grouped_split([r["specimen"] for r in rows], [r["label"] for r in rows], fractions, seed)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv as csvlib
 import difflib
-import io
 import multiprocessing
 import os
 import re
@@ -19,9 +18,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from mycolens.catalogue import Catalogue
-from mycolens.errors import UserError
+from mycolens.data.ood_rows import generate_ood_rows
 from mycolens.data.shards import channel_mean_std, grouped_split, sha256_bytes, write_shards
+from mycolens.errors import UserError
 from mycolens.inference.preprocess import ImageRejected, decode_image, resize_center_crop
+from mycolens.utils.images import encode_jpeg
 from mycolens.utils.io import atomic_dir, write_json_atomic
 
 # why a file was refused; decode_image's codes (empty, truncated, not_image, unsupported, too_large, too_small) included
@@ -42,6 +43,7 @@ TRAIN_SPLITS = ("train", "val", "test")
 
 # map(fn, items, desc) -> results in input order; the local pool and Ray Data both provide one
 Mapper = Callable[[Callable[[Any], Any], list[Any], str], Iterable[Any]]
+Row = dict[str, Any]  # one shard row: image, label, species, specimen, sha256, source
 
 
 @dataclass(frozen=True)
@@ -103,45 +105,49 @@ class IngestReport:
         return out
 
 
+@dataclass(frozen=True)
+class IngestSettings:
+    """What an ingest reads and writes, whichever engine verifies the files (ingest_folder's keyword options)."""
+
+    source: str | Path
+    out_dir: str | Path
+    image_size: int
+    max_side: int
+    min_side: int
+    splits: dict[str, float]
+    seed: int
+    ood_images: int  # synthetic not-mushroom images when there is no ood_source
+    rows_per_file: int
+    report_path: str | Path
+    csv: str | Path | None = None
+    ood_source: str | Path | None = None
+    jpeg_quality: int = 90
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The list step's result: the files to verify, those refused while listing, and how many files were found."""
+
+    root: Path
+    csv_path: Path | None
+    ood_root: Path | None
+    candidates: list[Candidate]
+    quarantined: list[Quarantined]
+    found: int
+    ood_found: int
+
+
 def ingest_folder(
-    source: str | Path,
-    out_dir: str | Path,
-    catalogue: Catalogue,
-    *,
-    csv: str | Path | None = None,
-    image_size: int,
-    max_side: int,
-    min_side: int,
-    splits: dict[str, float],
-    seed: int,
-    workers: int,
-    ood_source: str | Path | None = None,
-    ood_images: int,
-    rows_per_file: int,
-    report_path: str | Path,
-    jpeg_quality: int = 90,
+    source: str | Path, out_dir: str | Path, catalogue: Catalogue, *, workers: int, **options: Any
 ) -> IngestReport:
-    """Verify, deduplicate, downscale and re-encode the photos under `source`; write shards, report and quarantine."""
+    """Verify, deduplicate, downscale and re-encode the photos under `source`; write shards, report and quarantine.
+
+    `options` are IngestSettings' fields (image_size, max_side, min_side, splits, seed, ood_images, ...).
+    """
+    settings = IngestSettings(source, out_dir, **options)
     mapper = LocalMapper(workers)
     try:
-        return run_ingest(
-            source,
-            out_dir,
-            catalogue,
-            csv=csv,
-            image_size=image_size,
-            max_side=max_side,
-            min_side=min_side,
-            splits=splits,
-            seed=seed,
-            ood_source=ood_source,
-            ood_images=ood_images,
-            rows_per_file=rows_per_file,
-            report_path=report_path,
-            jpeg_quality=jpeg_quality,
-            map_files=mapper,
-            map_images=mapper,
-        )
+        return run_ingest(settings, catalogue, map_files=mapper, map_images=mapper)
     finally:
         mapper.close()
 
@@ -176,53 +182,87 @@ def serial_map(fn: Callable[[Any], Any], items: list[Any], desc: str) -> Iterato
 
 
 def run_ingest(
-    source: str | Path,
-    out_dir: str | Path,
-    catalogue: Catalogue,
-    *,
-    csv: str | Path | None,
-    image_size: int,
-    max_side: int,
-    min_side: int,
-    splits: dict[str, float],
-    seed: int,
-    ood_source: str | Path | None,
-    ood_images: int,
-    rows_per_file: int,
-    report_path: str | Path,
-    jpeg_quality: int,
-    map_files: Mapper,
-    map_images: Mapper,
+    settings: IngestSettings, catalogue: Catalogue, *, map_files: Mapper, map_images: Mapper
 ) -> IngestReport:
-    """The ingest with the parallel steps supplied: `map_files` over (path, decode) items, `map_images` over bytes."""
-    root, csv_path, ood_root = _check_arguments(
-        source, out_dir, csv, ood_source, max_side, min_side, splits, report_path
+    """The ingest: list -> verify -> split -> write; `map_files` maps (path, decode) items, `map_images` image bytes."""
+    listing = list_inputs(settings)
+    kept, ood_rows, refused = verify_files(
+        listing.candidates,
+        catalogue,
+        map_files,
+        max_side=settings.max_side,
+        min_side=settings.min_side,
+        jpeg_quality=settings.jpeg_quality,
     )
-    report_path = Path(report_path)
-    quarantine_dir = report_path.parent / "quarantine"
+    report_path = Path(settings.report_path)
+    report = IngestReport(
+        source=str(settings.source),
+        shards_dir=str(settings.out_dir),
+        report_path=str(report_path),
+        quarantine_dir=str(report_path.parent / "quarantine"),
+        found=listing.found,
+        kept=len(kept),
+        ood_found=listing.ood_found,
+        quarantined=sorted([*listing.quarantined, *refused], key=lambda q: (q.root != "source", q.path, q.reason)),
+    )
+    roots = {"source": listing.root, "ood_source": listing.ood_root}
+    if not kept:
+        _write_report(report, Path(report.quarantine_dir), roots)
+        raise _nothing_kept(report, listing.csv_path, catalogue)
+
+    rows_by_split, assignment = split_rows(kept, settings.splits, settings.seed)
+    if listing.ood_root is None and settings.ood_images > 0:
+        ood_rows = generate_ood_rows(
+            settings.ood_images, image_size=settings.image_size, seed=settings.seed, jpeg_quality=settings.jpeg_quality
+        )
+    rows_by_split["ood"] = ood_rows
+    report.splits = {s: len(rows) for s, rows in rows_by_split.items()}
+    report.per_class = dict(sorted(Counter(r["species"] for r in kept).items()))
+    report.warnings = _warnings(kept, assignment, catalogue, settings.splits)
+    write_outputs(settings, catalogue, rows_by_split, report, roots, map_images)
+    return report
+
+
+def list_inputs(settings: IngestSettings) -> Listing:
+    """List step: check the arguments, then list the source (folder or CSV rows) and the OOD folder, if any."""
+    root, csv_path, ood_root = _check_arguments(settings)
     candidates, quarantined, found = list_csv(root, csv_path) if csv_path else list_folder(root)
     ood_found = 0
     if ood_root is not None:
         ood_candidates, ood_bad, ood_found = list_folder(ood_root, root_name="ood_source", labelled=False)
         candidates += ood_candidates
         quarantined += ood_bad
+    return Listing(root, csv_path, ood_root, candidates, quarantined, found, ood_found)
+
+
+def verify_files(
+    candidates: list[Candidate],
+    catalogue: Catalogue,
+    map_files: Mapper,
+    *,
+    max_side: int,
+    min_side: int,
+    jpeg_quality: int,
+) -> tuple[list[Row], list[Row], list[Quarantined]]:
+    """Verify step: read, check and re-encode every candidate; (kept rows, ood rows, refused files), listing order."""
     known = set(catalogue.ids)
     fn = partial(process_file, max_side=max_side, min_side=min_side, jpeg_quality=jpeg_quality)
     items = [(c.path, c.root == "ood_source" or c.label in known) for c in candidates]
     results = list(map_files(fn, items, "verify"))
 
-    kept: list[dict[str, Any]] = []
-    ood_rows: list[dict[str, Any]] = []
+    kept: list[Row] = []
+    ood_rows: list[Row] = []
+    refused: list[Quarantined] = []
     first_of: dict[str, str] = {}
     for c, r in zip(candidates, results, strict=True):
         entry = partial(Quarantined, c.rel, c.root, sha256=r["sha256"])
         ood = c.root == "ood_source"
         if not ood and c.label not in known:
-            quarantined.append(entry("unknown_label", _unknown_label_message(c, catalogue)))
+            refused.append(entry("unknown_label", _unknown_label_message(c, catalogue)))
         elif r["code"]:
-            quarantined.append(entry(r["code"], r["message"]))
+            refused.append(entry(r["code"], r["message"]))
         elif r["sha256"] in first_of:
-            quarantined.append(entry("duplicate", f"same bytes as {first_of[r['sha256']]}"))
+            refused.append(entry("duplicate", f"same bytes as {first_of[r['sha256']]}"))
         else:
             first_of[r["sha256"]] = c.rel if not ood else f"{c.root}/{c.rel}"
             row = {
@@ -234,68 +274,59 @@ def run_ingest(
                 "source": f"ood/{c.rel}" if ood else c.rel,
             }
             (ood_rows if ood else kept).append(row)
+    return kept, ood_rows, refused
 
-    quarantined.sort(key=lambda q: (q.root != "source", q.path, q.reason))
-    report = IngestReport(
-        source=str(source),
-        shards_dir=str(out_dir),
-        report_path=str(report_path),
-        quarantine_dir=str(quarantine_dir),
-        found=found,
-        kept=len(kept),
-        ood_found=ood_found,
-        quarantined=quarantined,
-    )
-    if not kept:
-        _write_report(report, quarantine_dir, {"source": root, "ood_source": ood_root})
-        what = ", ".join(f"{n} {k}" for k, n in report.by_reason().items()) or "nothing"
-        layout = f"rows of {csv_path}" if csv_path else f"one subfolder per species id ({catalogue.ids[0]}, ...)"
-        raise UserError(
-            f"no usable photo in {source}: {found} files found, quarantined {what}; expected {layout}; see {report_path}"
-        )
 
+def split_rows(kept: list[Row], splits: dict[str, float], seed: int) -> tuple[dict[str, list[Row]], dict[str, str]]:
+    """Split step: whole observations to train/val/test; (rows per split, ood still empty; each observation's split)."""
     fractions = {s: float(v) for s, v in splits.items() if v > 0}
     assignment = grouped_split([r["specimen"] for r in kept], [r["label"] for r in kept], fractions, seed)
-    rows_by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in (*TRAIN_SPLITS, "ood")}
+    rows_by_split: dict[str, list[Row]] = {s: [] for s in (*TRAIN_SPLITS, "ood")}
     for row in kept:
         rows_by_split[assignment[row["specimen"]]].append(row)
-    if ood_root is None and ood_images > 0:
-        from mycolens.data.generate import generate_ood_rows
+    return rows_by_split, assignment
 
-        ood_rows = list(generate_ood_rows(ood_images, image_size=image_size, seed=seed, jpeg_quality=jpeg_quality))
-    rows_by_split["ood"] = ood_rows
 
+def write_outputs(
+    settings: IngestSettings,
+    catalogue: Catalogue,
+    rows_by_split: dict[str, list[Row]],
+    report: IngestReport,
+    roots: dict[str, Path | None],
+    map_images: Mapper,
+) -> None:
+    """Write step: the shards with the train images' mean/std, then the report and copies of the quarantined files."""
     train = sorted(rows_by_split.get("train", []), key=lambda r: (r["specimen"], r["sha256"]))
-    crop = partial(image_for_stats, image_size=image_size)
+    crop = partial(image_for_stats, image_size=settings.image_size)
     mean_std = channel_mean_std(map_images(crop, [r["image"] for r in train], "mean/std"))
-    params = {
-        "kind": "ingest",
-        "source": str(source),
-        "csv": str(csv) if csv else None,
-        "image_size": int(image_size),
-        "max_side": int(max_side),
-        "min_side": int(min_side),
-        "jpeg_quality": int(jpeg_quality),
-        "splits": {k: float(v) for k, v in splits.items()},
-        "seed": int(seed),
-        "ood_source": str(ood_source) if ood_source else None,
-        "ood_images": int(ood_images),
-        "rows_per_file": int(rows_per_file),
-    }
-    report.splits = {s: len(rows) for s, rows in rows_by_split.items()}
-    report.per_class = dict(sorted(Counter(r["species"] for r in kept).items()))
-    report.warnings = _warnings(kept, assignment, catalogue, splits)
     write_shards(
-        out_dir,
+        settings.out_dir,
         rows_by_split,
         catalogue,
-        params=params,
+        params=_manifest_params(settings),
         mean_std=mean_std,
-        rows_per_file=rows_per_file,
-        extra={"ingest": {"found": found, "kept": len(kept), "quarantined": report.by_reason()}},
+        rows_per_file=settings.rows_per_file,
+        extra={"ingest": {"found": report.found, "kept": report.kept, "quarantined": report.by_reason()}},
     )
-    _write_report(report, quarantine_dir, {"source": root, "ood_source": ood_root})
-    return report
+    _write_report(report, Path(report.quarantine_dir), roots)
+
+
+def _manifest_params(s: IngestSettings) -> dict[str, Any]:
+    """The settings as the manifest records them."""
+    return {
+        "kind": "ingest",
+        "source": str(s.source),
+        "csv": str(s.csv) if s.csv else None,
+        "image_size": int(s.image_size),
+        "max_side": int(s.max_side),
+        "min_side": int(s.min_side),
+        "jpeg_quality": int(s.jpeg_quality),
+        "splits": {k: float(v) for k, v in s.splits.items()},
+        "seed": int(s.seed),
+        "ood_source": str(s.ood_source) if s.ood_source else None,
+        "ood_images": int(s.ood_images),
+        "rows_per_file": int(s.rows_per_file),
+    }
 
 
 def process_file(item: tuple[str, bool], *, max_side: int, min_side: int, jpeg_quality: int) -> dict[str, Any]:
@@ -340,13 +371,6 @@ def downscale(img: Image.Image, max_side: int) -> Image.Image:
         return img
     scale = max_side / max(w, h)
     return img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
-
-
-def encode_jpeg(img: Image.Image, quality: int) -> bytes:
-    """Baseline RGB JPEG without metadata (the pixels are already upright)."""
-    buf = io.BytesIO()
-    img.convert("RGB").save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
 
 
 def image_for_stats(data: bytes, *, image_size: int) -> Any:
@@ -437,30 +461,25 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def _check_arguments(
-    source: str | Path,
-    out_dir: str | Path,
-    csv: str | Path | None,
-    ood_source: str | Path | None,
-    max_side: int,
-    min_side: int,
-    splits: dict[str, float],
-    report_path: str | Path,
-) -> tuple[Path, Path | None, Path | None]:
-    root = Path(source)
+def _check_arguments(s: IngestSettings) -> tuple[Path, Path | None, Path | None]:
+    """(source folder, CSV file or None, OOD folder or None), or a UserError that says what is wrong."""
+    root = Path(s.source)
     if not root.is_dir():
-        raise UserError(f"source folder not found: {source} (give a folder with one subfolder per species id)")
+        raise UserError(f"source folder not found: {s.source} (give a folder with one subfolder per species id)")
     csv_path = None
-    if csv:
-        csv_path = Path(csv) if Path(csv).is_file() else root / csv
+    if s.csv:
+        csv_path = Path(s.csv) if Path(s.csv).is_file() else root / s.csv
         if not csv_path.is_file():
-            raise UserError(f"CSV file not found: {csv} (looked here and under {source})")
-    ood_root = Path(ood_source) if ood_source else None
+            raise UserError(f"CSV file not found: {s.csv} (looked here and under {s.source})")
+    ood_root = Path(s.ood_source) if s.ood_source else None
     if ood_root is not None and not ood_root.is_dir():
-        raise UserError(f"OOD folder not found: {ood_source} (a folder of not-mushroom photos, or null for synthetic)")
-    if not 1 <= min_side <= max_side:
-        raise UserError(f"need 1 <= min_side <= max_side, got min_side={min_side} max_side={max_side}")
-    unknown = [s for s in splits if s not in TRAIN_SPLITS]
+        raise UserError(
+            f"OOD folder not found: {s.ood_source} (a folder of not-mushroom photos, or null for synthetic)"
+        )
+    if not 1 <= s.min_side <= s.max_side:
+        raise UserError(f"need 1 <= min_side <= max_side, got min_side={s.min_side} max_side={s.max_side}")
+    splits = s.splits
+    unknown = [k for k in splits if k not in TRAIN_SPLITS]
     if (
         unknown
         or not splits
@@ -469,14 +488,24 @@ def _check_arguments(
         or sum(splits.values()) <= 0
     ):
         raise UserError(f"splits must be non-negative fractions for train[, val, test]; got {dict(splits)}")
-    out_real, report_real = Path(os.path.realpath(out_dir)), Path(os.path.realpath(report_path))
+    out_real, report_real = Path(os.path.realpath(s.out_dir)), Path(os.path.realpath(s.report_path))
     if _inside(report_real, out_real):
-        raise UserError(f"report_path {report_path} is inside the shards folder {out_dir}, which is replaced whole")
+        raise UserError(f"report_path {s.report_path} is inside the shards folder {s.out_dir}, which is replaced whole")
     for name, path in (("shards folder", out_real), ("report folder", report_real.parent)):
-        for given, folder in ((source, root), (ood_source, ood_root)):
+        for given, folder in ((s.source, root), (s.ood_source, ood_root)):
             if folder is not None and _inside(path, Path(os.path.realpath(folder))):
                 raise UserError(f"the {name} {path} is inside the photo folder {given}: write it elsewhere")
     return root, csv_path, ood_root
+
+
+def _nothing_kept(report: IngestReport, csv_path: Path | None, catalogue: Catalogue) -> UserError:
+    """The error of an ingest that kept no photo: what was refused, and the layout it expected."""
+    what = ", ".join(f"{n} {k}" for k, n in report.by_reason().items()) or "nothing"
+    layout = f"rows of {csv_path}" if csv_path else f"one subfolder per species id ({catalogue.ids[0]}, ...)"
+    return UserError(
+        f"no usable photo in {report.source}: {report.found} files found, quarantined {what}; expected {layout}; "
+        f"see {report.report_path}"
+    )
 
 
 def _unknown_label_message(c: Candidate, catalogue: Catalogue) -> str:

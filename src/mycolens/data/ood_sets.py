@@ -63,13 +63,17 @@ def digits() -> list[tuple[str, Image.Image]]:
     from sklearn.datasets import load_digits
 
     images = load_digits().images
-    return [(f"digit-{i:04d}", Image.fromarray((255 - im * 255 / 16).astype(np.uint8), "L")) for i, im in enumerate(images)]
+    return [
+        (f"digit-{i:04d}", Image.fromarray((255 - im * 255 / 16).astype(np.uint8), "L")) for i, im in enumerate(images)
+    ]
 
 
 def faces() -> list[tuple[str, Image.Image]]:
     """scikit-image's 200 Labeled Faces in the Wild crops (25x25 greyscale)."""
     arr = np.load(io.BytesIO((resources.files("skimage") / "data" / "lfw_subset.npy").read_bytes()))
-    return [(f"face-{i:03d}", Image.fromarray((np.clip(a, 0, 1) * 255).astype(np.uint8), "L")) for i, a in enumerate(arr)]
+    return [
+        (f"face-{i:03d}", Image.fromarray((np.clip(a, 0, 1) * 255).astype(np.uint8), "L")) for i, a in enumerate(arr)
+    ]
 
 
 def build_ood_sets(
@@ -91,10 +95,17 @@ def build_ood_sets(
         )
     photos = real_photos()
     sets["real_photos"] = ("scikit-image and scikit-learn sample photos (whole)", photos)
-    sets["real_photo_crops"] = (f"{crops_per_photo} random square crops of each real photo", photo_crops(photos, crops_per_photo, seed))
+    sets["real_photo_crops"] = (
+        f"{crops_per_photo} random square crops of each real photo",
+        photo_crops(photos, crops_per_photo, seed),
+    )
     sets["real_digits"] = ("scikit-learn handwritten digits", digits())
     sets["real_faces"] = ("scikit-image LFW face crops", faces())
-    index: dict[str, Any] = {"use": "test only: never outlier exposure, never threshold fitting", "seed": int(seed), "sets": {}}
+    index: dict[str, Any] = {
+        "use": "test only: never outlier exposure, never threshold fitting",
+        "seed": int(seed),
+        "sets": {},
+    }
     with atomic_dir(Path(out_dir)) as tmp:
         for name, (source, images) in sets.items():
             (tmp / name).mkdir()
@@ -122,5 +133,7 @@ def load_ood_sets(
     for name in ood_set_names(ood_dir):
         files = sorted((ood_dir / name).glob("*.png"))
         crops = [resize_center_crop(decode_image(p.read_bytes()), image_size) for p in files]
-        out[name] = normalize(np.stack(crops), mean, std) if crops else np.zeros((0, 3, image_size, image_size), np.float32)
+        out[name] = (
+            normalize(np.stack(crops), mean, std) if crops else np.zeros((0, 3, image_size, image_size), np.float32)
+        )
     return out

@@ -15,12 +15,14 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from mycolens.data import synth
+from mycolens.data.scenes.ood import render_ood
 
 FAMILY_STREAM = 7  # SeedSequence domain tag, distinct from the specimen and OOD-split streams
 
 
-def _colour(rng: np.random.Generator, s: tuple[float, float] = (0.2, 1.0), v: tuple[float, float] = (0.2, 1.0)) -> tuple[int, int, int]:
+def _colour(
+    rng: np.random.Generator, s: tuple[float, float] = (0.2, 1.0), v: tuple[float, float] = (0.2, 1.0)
+) -> tuple[int, int, int]:
     r, g, b = colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(*s), rng.uniform(*v))
     return int(r * 255), int(g * 255), int(b * 255)
 
@@ -42,8 +44,12 @@ def render_fractal(rng: np.random.Generator, size: int) -> np.ndarray:
     zoom, cx, cy = rng.uniform(0.4, 1.6), rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5)
     ang = rng.uniform(0, math.pi)
     c = complex(*(0.7885 * np.array([math.cos(a := rng.uniform(0, 2 * math.pi)), math.sin(a)])))
-    ys, xs = np.mgrid[-1:1:R * 1j, -1:1:R * 1j]
-    z = (xs * math.cos(ang) - ys * math.sin(ang)) / zoom + cx + 1j * ((xs * math.sin(ang) + ys * math.cos(ang)) / zoom + cy)
+    ys, xs = np.mgrid[-1 : 1 : R * 1j, -1 : 1 : R * 1j]
+    z = (
+        (xs * math.cos(ang) - ys * math.sin(ang)) / zoom
+        + cx
+        + 1j * ((xs * math.sin(ang) + ys * math.cos(ang)) / zoom + cy)
+    )
     count = np.zeros(z.shape, np.float32)
     alive = np.ones(z.shape, bool)
     for _ in range(40):
@@ -52,7 +58,9 @@ def render_fractal(rng: np.random.Generator, size: int) -> np.ndarray:
         count += alive
     t = count / 40.0
     h0, dh = rng.uniform(0, 1), rng.uniform(0.3, 2.0)
-    hsv = np.stack([(h0 + dh * t) % 1.0, np.full_like(t, rng.uniform(0.5, 1.0)), 0.15 + 0.85 * t ** rng.uniform(0.4, 1.0)], -1)
+    hsv = np.stack(
+        [(h0 + dh * t) % 1.0, np.full_like(t, rng.uniform(0.5, 1.0)), 0.15 + 0.85 * t ** rng.uniform(0.4, 1.0)], -1
+    )
     rgb = np.asarray(Image.fromarray((hsv * 255).astype(np.uint8), "HSV").convert("RGB"))
     return _camera(Image.fromarray(rgb), rng, size)
 
@@ -99,13 +107,15 @@ def render_text(rng: np.random.Generator, size: int) -> np.ndarray:
             y += font.size * rng.uniform(1.1, 1.6)
     else:
         for _ in range(int(rng.integers(1, 12))):
-            pts = np.cumsum(rng.normal(0, R * 0.06, (int(rng.integers(4, 14)), 2)), axis=0) + rng.uniform(0.1, 0.9, 2) * R
+            pts = (
+                np.cumsum(rng.normal(0, R * 0.06, (int(rng.integers(4, 14)), 2)), axis=0) + rng.uniform(0.1, 0.9, 2) * R
+            )
             draw.line([tuple(p) for p in pts], fill=ink, width=max(1, int(rng.uniform(0.01, 0.04) * R)), joint="curve")
     return _camera(img, rng, size)
 
 
 FAMILIES = {
-    "synthetic": lambda rng, size: synth.render_ood(rng, size),
+    "synthetic": render_ood,
     "fractals": render_fractal,
     "periodic": render_periodic,
     "text": render_text,

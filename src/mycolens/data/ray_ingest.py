@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -13,7 +10,8 @@ from typing import Any
 import pyarrow as pa
 
 from mycolens.catalogue import Catalogue
-from mycolens.data.ingest import IngestReport, run_ingest, serial_map
+from mycolens.data.ingest import IngestReport, IngestSettings, run_ingest, serial_map
+from mycolens.utils.ray_session import ray_session
 
 RESULT_SCHEMA = pa.schema(
     [
@@ -31,66 +29,23 @@ def ingest_folder_ray(
     out_dir: str | Path,
     catalogue: Catalogue,
     *,
-    csv: str | Path | None = None,
-    image_size: int,
-    max_side: int,
-    min_side: int,
-    splits: dict[str, float],
-    seed: int,
     workers: int,
-    ood_source: str | Path | None = None,
-    ood_images: int,
-    rows_per_file: int,
-    report_path: str | Path,
-    jpeg_quality: int = 90,
     num_cpus: int = 2,
     object_store_memory: int = 200 * 2**20,
+    **options: Any,
 ) -> IngestReport:
-    """`ingest_folder` with the file step on Ray Data (`workers` concurrent tasks); starts a local Ray if needed."""
-    with ray_session(num_cpus, object_store_memory):
+    """`ingest_folder` with the file step on Ray Data (`workers` concurrent tasks); starts a local Ray if needed.
+
+    `options` are IngestSettings' fields; `num_cpus` and `object_store_memory` size a Ray this call starts.
+    """
+    settings = IngestSettings(source, out_dir, **options)
+    with ray_session({"num_cpus": num_cpus, "object_store_memory": object_store_memory}):
         return run_ingest(
-            source,
-            out_dir,
+            settings,
             catalogue,
-            csv=csv,
-            image_size=image_size,
-            max_side=max_side,
-            min_side=min_side,
-            splits=splits,
-            seed=seed,
-            ood_source=ood_source,
-            ood_images=ood_images,
-            rows_per_file=rows_per_file,
-            report_path=report_path,
-            jpeg_quality=jpeg_quality,
             map_files=partial(ray_map_files, concurrency=max(1, int(workers))),
             map_images=serial_map,
         )
-
-
-@contextmanager
-def ray_session(num_cpus: int, object_store_memory: int) -> Iterator[None]:
-    """Use the Ray this process already runs (or RAY_ADDRESS); else start a small local one, shut down after."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(logging_level=logging.WARNING)
-    else:
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            object_store_memory=object_store_memory,
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-        )
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def ray_map_files(

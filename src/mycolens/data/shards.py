@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -37,7 +38,7 @@ def grouped_split(
     """Assign each specimen to a split, stratified by label; a specimen never spans two splits."""
     rng = np.random.default_rng(seed)
     by_label: dict[int, list[str]] = {}
-    for spec, lab in sorted(set(zip(specimens, labels))):
+    for spec, lab in sorted(set(zip(specimens, labels, strict=False))):
         by_label.setdefault(int(lab), []).append(spec)
     names = list(fractions)
     total = sum(fractions.values())
@@ -53,7 +54,7 @@ def grouped_split(
                 counts[i] = 1
         counts[0] = n - sum(counts[1:])
         start = 0
-        for split, c in zip(names, counts):
+        for split, c in zip(names, counts, strict=False):
             for spec in specs[start : start + c]:
                 out[spec] = split
             start += c

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from mycolens.catalogue import Catalogue
 from mycolens.inference.preprocess import ImageRejected, decode_image
+from mycolens.utils.images import encode_jpeg
 from mycolens.utils.io import write_bytes_atomic
 
 # the HTTP status each decode failure maps to (the contract's 400 / 413 / 415)
@@ -70,9 +70,7 @@ def store_feedback(
         img = decode_image(data, max_pixels=max_pixels)
     except ImageRejected as exc:
         raise FeedbackError(exc.code, str(exc), STATUS.get(exc.code, 400)) from None
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=jpeg_quality)  # the pixels only: EXIF (location, device) is not kept
-    encoded = buf.getvalue()
+    encoded = encode_jpeg(img, jpeg_quality)  # the pixels only: EXIF (location, device) is not kept
     digest = hashlib.sha256(encoded).hexdigest()
     target = Path(folder) / species_id / f"{digest}.jpg"
     if target.is_file():

@@ -7,11 +7,9 @@ Checkpoints are reported to Ray Train every epoch; a dead worker restarts the gr
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from mycolens.training.run import (
     publish_results,
 )
 from mycolens.utils.io import write_json_atomic
+from mycolens.utils.ray_session import ray_session
 
 log = logging.getLogger(__name__)
 
@@ -48,38 +47,6 @@ RAY_KEYS = (
 CHECKPOINT_NAME = (
     "checkpoint.ckpt"  # file name inside a reported checkpoint (ray.train.lightning.RayTrainReportCallback)
 )
-
-
-def ray_init_kwargs(ray_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """ray.init arguments: join `address` (or RAY_ADDRESS) if set, else start a small local Ray without dashboard."""
-    runtime_env = dict(ray_cfg.get("runtime_env") or {}) or None
-    address = ray_cfg.get("address") or os.environ.get("RAY_ADDRESS")
-    if address:
-        return {"address": address, "runtime_env": runtime_env, "logging_level": logging.WARNING}
-    local = {k: ray_cfg.get(k) for k in ("num_cpus", "num_gpus", "object_store_memory")}
-    return {
-        "address": "local",
-        **{k: v for k, v in local.items() if v is not None},
-        "include_dashboard": bool(ray_cfg.get("include_dashboard", False)),
-        "runtime_env": runtime_env,
-        "logging_level": logging.WARNING,
-    }
-
-
-@contextmanager
-def ray_session(ray_cfg: Mapping[str, Any]) -> Iterator[None]:
-    """Use the Ray this process is already connected to; else init from `ray_cfg` and shut down afterwards."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    ray.init(**ray_init_kwargs(ray_cfg))
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def split_trainer_config(trainer_cfg: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
