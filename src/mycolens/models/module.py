@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -12,9 +13,9 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
 
 from mycolens.catalogue import Catalogue
-from mycolens.verdict.rule import VerdictRule
 from mycolens.models.backbones import build_backbone
 from mycolens.models.metrics import UnsafeEdibleRate
+from mycolens.verdict.rule import VerdictRule
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -66,7 +67,10 @@ class MushroomClassifier(LightningModule):
     def _metrics(self, prefix: str) -> MetricCollection:
         n = self.catalogue.num_classes
         return MetricCollection(
-            {"accuracy": MulticlassAccuracy(num_classes=n, average="micro"), "macro_f1": MulticlassF1Score(n, average="macro")},
+            {
+                "accuracy": MulticlassAccuracy(num_classes=n, average="micro"),
+                "macro_f1": MulticlassF1Score(n, average="macro"),
+            },
             prefix=f"{prefix}/",
         )
 
@@ -116,7 +120,7 @@ class MushroomClassifier(LightningModule):
         if self.val_unsafe is not None:
             self.log("val/unsafe_edible_rate", self.val_unsafe.compute(), prog_bar=True, sync_dist=True)
             self.val_unsafe.reset()
-        for name, recall in zip(self.catalogue.ids, self.val_recall.compute()):
+        for name, recall in zip(self.catalogue.ids, self.val_recall.compute(), strict=True):
             self.log(f"val_recall/{name}", recall, sync_dist=True)
         for m in (self.val_metrics, self.val_recall):
             m.reset()

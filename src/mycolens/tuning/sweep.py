@@ -19,11 +19,12 @@ from hydra.utils import instantiate
 
 from mycolens.errors import UserError
 from mycolens.params import compose_config
-from mycolens.training.ray_train import CHECKPOINT_NAME, ray_session
+from mycolens.training.ray_train import CHECKPOINT_NAME
 from mycolens.tuning.results import experiment_yaml, history_rows, plot_trials, trial_rows, write_csv
 from mycolens.tuning.space import build_param_space, to_overrides
 from mycolens.tuning.trainable import train_trial
 from mycolens.utils.io import atomic_path, write_bytes_atomic, write_json_atomic
+from mycolens.utils.ray_session import ray_session
 
 log = logging.getLogger(__name__)
 
