@@ -223,14 +223,15 @@ def export_model(
             fp32_vs_torch["max_abs_diff"] > float(chk["max_abs_diff"])
             or fp32_vs_torch["top1_agreement"] < float(chk["min_top1_agreement"])
             or fp32_vs_torch.get("feature_score_max_rel_diff", 0.0) > float(chk["max_score_rel_diff"])
-            or fp32_vs_torch.get("input_stats_max_abs_diff", 0.0) > float(chk["max_abs_diff"])
+            or fp32_vs_torch.get("input_stats_max_abs_diff", 0.0) > float(chk["max_stats_abs_diff"])
         ):
             raise ExportCheckFailed(
                 f"ONNX fp32 differs from PyTorch on {fp32_vs_torch['images']} {chk['split']} images: max |diff| "
                 f"{fp32_vs_torch['max_abs_diff']:.3g} (limit {chk['max_abs_diff']}), top-1 agreement "
                 f"{fp32_vs_torch['top1_agreement']:.4f} (min {chk['min_top1_agreement']}), feature score rel. diff "
                 f"{fp32_vs_torch.get('feature_score_max_rel_diff', 0.0):.3g} (limit {chk['max_score_rel_diff']}), "
-                f"input stats |diff| {fp32_vs_torch.get('input_stats_max_abs_diff', 0.0):.3g}; nothing was written"
+                f"input stats |diff| {fp32_vs_torch.get('input_stats_max_abs_diff', 0.0):.3g} "
+                f"(limit {chk['max_stats_abs_diff']}); nothing was written"
             )
         log.info("quantizing to int8 with %s calibration images (%s)", len(x_calib), quant)
         quantize_int8(tmp / FP32_FILE, tmp / INT8_FILE, x_calib, quant, batch_size=bs)

@@ -8,6 +8,7 @@ input_stats are the photo checks of `mycolens.ood.input_stats`. Neither needs an
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,6 +33,9 @@ def split_head(net: nn.Module) -> tuple[nn.Module, nn.Linear]:
 
 def _unit(z: torch.Tensor) -> torch.Tensor:
     return z / z.norm(dim=1, keepdim=True).clamp(min=1e-12)
+
+
+log = logging.getLogger(__name__)
 
 
 class MahalanobisScore(nn.Module):
@@ -62,7 +66,14 @@ def fit_mahalanobis(
     from pytorch_ood.detector import Mahalanobis
 
     z = (_unit(features) if normalize else features).double()
-    det = Mahalanobis(None).fit_features(z, labels.long())
+    # centres of the classes that have images (pytorch-ood needs labels 0..K-1, all present): a species with no
+    # training photo (e.g. a retrain whose data lost it) has no centre, and the score is the distance to the others
+    present, dense = torch.unique(labels.long(), return_inverse=True)
+    if len(present) < int(labels.max()) + 1:
+        log.warning(
+            "feature score: %s classes have no training images and get no centre", int(labels.max()) + 1 - len(present)
+        )
+    det = Mahalanobis(None).fit_features(z, dense)
     cov = det.cov / len(z)  # pytorch-ood keeps the unnormalised sum of centred outer products
     d = cov.shape[0]
     cov = (1.0 - shrinkage) * cov + shrinkage * (torch.trace(cov) / d) * torch.eye(d, dtype=cov.dtype)
