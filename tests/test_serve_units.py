@@ -84,6 +84,14 @@ def assert_error(r, status: int, code: str | None = None) -> None:
         assert body["error"]["code"] == code, body
 
 
+def assert_v2_error(r, status: int, contains: str = "") -> None:
+    """The Open Inference Protocol's error: `{"error": "<message>"}`, a string a v2 client can print."""
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error"} and isinstance(body["error"], str) and body["error"], body
+    assert contains in body["error"], body
+
+
 def test_predict_has_every_contract_field_and_the_evaluation_verdict(
     client: TestClient, models: dict[str, Path]
 ) -> None:
@@ -254,20 +262,100 @@ def test_v2_protocol_round_trip_equals_in_process_probabilities(client: TestClie
 )
 def test_v2_bad_tensors_get_422(client: TestClient, change: dict, status: int) -> None:
     tensor = {"name": "input", "shape": [3, 3, 32, 32], "datatype": "FP32", "data": [0.0] * (3 * 3 * 32 * 32)} | change
-    assert_error(client.post("/v2/models/mycolens/infer", json={"inputs": [tensor]}), status)
+    assert_v2_error(client.post("/v2/models/mycolens/infer", json={"inputs": [tensor]}), status)
     ok = {"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": [0.0] * (3 * 32 * 32)}
     assert client.post("/v2/models/mycolens/infer", json={"inputs": [ok]}).status_code == 200
 
 
 def test_v2_other_errors(client: TestClient) -> None:
-    assert_error(
+    assert_v2_error(
         client.post("/v2/models/mycolens/infer", content=b"{not json", headers={"content-type": "application/json"}),
         400,
-        "bad_request",
+        "not JSON",
     )
-    assert_error(client.post("/v2/models/mycolens/infer", json={"inputs": []}), 422)
-    assert_error(client.get("/v2/models/other"), 404, "model_not_found")
-    assert_error(client.post("/v2/models/other/infer", json={}), 404, "model_not_found")
+    assert_v2_error(client.post("/v2/models/mycolens/infer", json={"inputs": []}), 422, "exactly one tensor")
+    assert_v2_error(client.get("/v2/models/other"), 404, "no model 'other'")
+    assert_v2_error(client.get("/v2/models/mycolens/versions/0"), 404, "version")
+    assert_v2_error(client.post("/v2/models/other/infer", json={}), 404, "no model 'other'")
+    assert_v2_error(client.post("/v2/models/mycolens/infer", content=b"x" * 200_001), 413, "over the limit")
+    assert_v2_error(client.get("/v2/nope"), 404)  # Starlette's own errors too
+    assert_v2_error(client.delete("/v2/models/mycolens/infer"), 405)
+    # and the rest of the API keeps its documented object
+    assert_error(client.get("/nope"), 404, "not_found")
+    assert_error(client.post("/predict", content=b"hello", headers={"content-type": "text/plain"}), 415, "unsupported")
+
+
+def test_v2_validation_and_internal_errors_are_strings_too(models: dict[str, Path]) -> None:
+    """FastAPI's validation errors and unhandled exceptions under /v2 (a plug-in route there) take the v2 shape."""
+    extra = APIRouter()
+
+    @extra.get("/v2/extra")
+    async def typed(n: int) -> dict:
+        return {"n": n}
+
+    @extra.get("/v2/boom")
+    async def boom() -> dict:
+        raise RuntimeError("kaput")
+
+    @extra.get("/typed")
+    async def typed_outside(n: int) -> dict:
+        return {"n": n}
+
+    client = TestClient(make_client(models["one"], routers=[extra])[0].app, raise_server_exceptions=False)
+    assert client.get("/v2/extra?n=3").json() == {"n": 3}
+    assert_v2_error(client.get("/v2/extra?n=three"), 422, "n:")
+    assert_v2_error(client.get("/v2/extra"), 422, "n:")
+    assert_v2_error(client.get("/v2/boom"), 500, "RuntimeError")
+    assert_error(client.get("/typed?n=three"), 422, "invalid_parameter")
+    assert_error(post(client, image_bytes(), query="?top_k=0"), 422, "invalid_parameter")
+
+
+def test_rate_limits_answer_429_per_client_in_each_shape(models: dict[str, Path]) -> None:
+    """Over serve.rate_limits: 429, Retry-After, the contract's body (a string under /v2); other clients go on."""
+    feedback = APIRouter()  # a plug-in route like serve/web.py's, covered by path and method
+
+    @feedback.post("/feedback")
+    async def claim() -> dict:
+        return {"status": "pending"}
+
+    client, _, _ = make_client(
+        models["one"],
+        [
+            "serve.rate_limits.predict={rate_per_s: 0.01, burst: 3}",
+            "serve.rate_limits.feedback={rate_per_s: 0.5, burst: 1}",
+        ],
+        routers=[feedback],
+    )
+    app = client.app
+    me, other = TestClient(app, client=("192.0.2.10", 4000)), TestClient(app, client=("192.0.2.11", 4000))
+    assert [post(me, image_bytes()).status_code for _ in range(2)] == [200, 200]
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    infer = {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.reshape(-1).tolist()}]}
+    assert me.post("/v2/models/mycolens/infer", json=infer).status_code == 200  # the third token: one bucket
+    r = post(me, image_bytes())
+    assert_error(r, 429, "rate_limited")
+    assert r.headers["retry-after"] == "100"  # 1 token at 0.01/s
+    assert_v2_error(me.post("/v2/models/mycolens/infer", json=infer), 429, "too many requests")
+    assert me.post("/v2/models/mycolens/infer", json=infer).headers["retry-after"] == "100"
+    assert post(other, image_bytes()).status_code == 200  # another client is unaffected
+    assert me.get("/model").status_code == 200 and me.get("/v2/models/mycolens").status_code == 200  # not limited
+    assert me.post("/feedback").status_code == 200
+    r = me.post("/feedback")
+    assert_error(r, 429, "rate_limited")
+    assert r.headers["retry-after"] == "2"
+    assert other.post("/feedback").status_code == 200
+    # the refusals are counted, by limit and as HTTP answers of their route
+    text = client.get("/metrics").text
+    assert 'mycolens_rate_limited_total{limit="predict"} 3.0' in text
+    assert 'mycolens_rate_limited_total{limit="feedback"} 1.0' in text
+    assert 'mycolens_http_requests_total{method="POST",route="/predict",status="429"} 1.0' in text
+    assert 'mycolens_http_requests_total{method="POST",route="/v2/models/{name}/infer",status="429"} 2.0' in text
+    assert "/feedback" in client.get("/openapi.json").json()["paths"]
+    assert "429" in client.get("/openapi.json").json()["paths"]["/feedback"]["post"]["responses"]
+    # off: no limit at all
+    free, _, _ = make_client(models["one"], ["serve.rate_limits.predict=null", "serve.rate_limits.feedback=0"])
+    assert free.app.state.rate_limiter.buckets == {}
+    assert post(free, image_bytes()).status_code == 200
 
 
 def test_openapi_documents_every_route(client: TestClient) -> None:
@@ -290,7 +378,15 @@ def test_openapi_documents_every_route(client: TestClient) -> None:
         assert path in spec["paths"], path
     predict = spec["paths"]["/predict"]["post"]
     assert "file" in predict["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
-    assert {"400", "413", "415", "422"} <= set(predict["responses"])
+    assert {"400", "413", "415", "422", "429"} <= set(predict["responses"])
+    assert "Retry-After" in predict["responses"]["429"]["headers"]
+    schema = lambda op, status: op["responses"][status]["content"]["application/json"]["schema"]["$ref"]  # noqa: E731
+    assert schema(predict, "429").endswith("/ErrorBody") and schema(predict, "415").endswith("/ErrorBody")
+    infer = spec["paths"]["/v2/models/{name}/infer"]["post"]
+    assert schema(infer, "422").endswith("/V2ErrorBody") and schema(infer, "429").endswith("/V2ErrorBody")
+    assert spec["components"]["schemas"]["V2ErrorBody"]["properties"]["error"]["type"] == "string"
+    assert schema(spec["paths"]["/v2/models/{name}"]["get"], "404").endswith("/V2ErrorBody")
+    assert "429" not in spec["paths"]["/model"]["get"]["responses"]
     assert any(p["name"] == "top_k" for p in predict["parameters"])
 
 

@@ -16,12 +16,14 @@ from prometheus_client import (
     generate_latest,
 )
 
+ROUTE_KEY = "mycolens.route"  # scope key: the route template of a request answered before routing (ratelimit.py)
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 class ServeMetrics:
-    """Request counts by route/status, latency, model batch sizes, verdicts, input errors, the served model."""
+    """Request counts by route/status, latency, model batch sizes, verdicts, input errors, rate-limit refusals, the
+    served model."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         disable_created_metrics()  # no *_created series: they only double the scrape
@@ -52,6 +54,12 @@ class ServeMetrics:
         )
         self.model_info = Gauge(
             "mycolens_model_info", "The served model (value 1)", ["name", "version", "variant"], registry=r
+        )
+        self.rate_limited = Counter(
+            "mycolens_rate_limited",
+            "Requests refused with 429 by a per-client rate limit (serve.rate_limits), by limit",
+            ["limit"],
+            registry=r,
         )
         self.hook_errors = Counter("mycolens_hook_errors", "Prediction hook calls that raised", registry=r)
         self.hook_dropped = Counter("mycolens_hook_dropped", "Prediction hook calls dropped (queue full)", registry=r)
@@ -92,8 +100,10 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", None) or (
-                "/static" if scope.get("path", "").startswith("/static/") else "unmatched"
+            path = (
+                getattr(route, "path", None)
+                or scope.get(ROUTE_KEY)  # answered before routing (a rate limit's 429)
+                or ("/static" if scope.get("path", "").startswith("/static/") else "unmatched")
             )
             self.metrics.requests.labels(path, scope.get("method", ""), str(status["code"])).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - start)

@@ -9,13 +9,24 @@ from pydantic import BaseModel, Field
 
 class ErrorDetail(BaseModel):
     code: str = Field(
-        description="machine-readable reason, e.g. not_image, truncated, too_large, unsupported, invalid_parameter"
+        description=(
+            "machine-readable reason, e.g. not_image, truncated, too_large, unsupported, invalid_parameter, "
+            "rate_limited (429, with a Retry-After header in whole seconds)"
+        )
     )
     message: str
 
 
 class ErrorBody(BaseModel):
+    """Every error outside /v2."""
+
     error: ErrorDetail
+
+
+class V2ErrorBody(BaseModel):
+    """Every error under /v2, as the Open Inference Protocol defines it: the message as a string."""
+
+    error: str = Field(description="what went wrong, for people (the same statuses as the rest of the API)")
 
 
 class TopK(BaseModel):

@@ -22,6 +22,47 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Bucket:
+    """A token bucket's size: `rate_per_s` tokens a second, up to `burst`; each request takes one."""
+
+    rate_per_s: float
+    burst: int
+
+    @classmethod
+    def from_config(cls, value: Mapping[str, Any] | float | None, name: str) -> Bucket | None:
+        """None (the limit is off) for null, 0 or a zero rate/burst; ValueError for negative sizes."""
+        if not value:
+            return None
+        if not isinstance(value, Mapping):
+            raise ValueError(f"serve.rate_limits.{name} must be null or {{rate_per_s, burst}}, got {value!r}")
+        rate, burst = float(value["rate_per_s"]), int(value["burst"])
+        if rate < 0 or burst < 0:
+            raise ValueError(f"serve.rate_limits.{name}: rate_per_s and burst must be >= 0, got {rate}, {burst}")
+        return cls(rate, burst) if rate > 0 and burst > 0 else None
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    """Per-client rate limits of the ingress (mycolens.serving.ratelimit); a limit of None is off."""
+
+    predict: Bucket | None  # POST /predict and the v2 infer routes (one bucket per client)
+    feedback: Bucket | None  # POST /feedback (serve/web.py)
+    max_clients: int  # clients tracked per limit; the least recently seen is forgotten beyond it
+    trust_forwarded_for: bool  # key on X-Forwarded-For's last hop when the peer is one of trusted_proxies
+    trusted_proxies: tuple[str, ...]  # addresses or networks (CIDR) of the proxies in front of the ingress
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> RateLimitSettings:
+        return cls(
+            predict=Bucket.from_config(cfg["predict"], "predict"),
+            feedback=Bucket.from_config(cfg["feedback"], "feedback"),
+            max_clients=int(cfg["max_clients"]),
+            trust_forwarded_for=bool(cfg["trust_forwarded_for"]),
+            trusted_proxies=tuple(str(p) for p in cfg["trusted_proxies"] or ()),
+        )
+
+
+@dataclass(frozen=True)
 class ServeSettings:
     """What the HTTP layer needs from config."""
 
@@ -31,6 +72,7 @@ class ServeSettings:
     reload_token_env: str
     reload_wait_s: float
     app_title: str
+    rate_limits: RateLimitSettings
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> ServeSettings:
@@ -49,6 +91,7 @@ class ServeSettings:
             reload_token_env=str(cfg["reload"]["token_env"]),
             reload_wait_s=float(cfg["reload"]["wait_s"]),
             app_title=str(cfg.get("title", "mycolens")),
+            rate_limits=RateLimitSettings.from_config(cfg["rate_limits"]),
         )
 
     def reload_token(self) -> str | None:

@@ -18,6 +18,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": schemas.ErrorBody, "description": "bad parameters"},
     503: {"model": schemas.ErrorBody, "description": "model not available"},
 }
+# the same statuses under /v2, in the Open Inference Protocol's shape {"error": "<message>"}
+V2_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {**doc, "model": schemas.V2ErrorBody} for status, doc in ERRORS.items()
+} | {404: {"model": schemas.V2ErrorBody, "description": "no such model or version"}}
+# 429 over a per-client rate limit: api.document_rate_limits adds it to each operation a ratelimit rule covers
+RATE_LIMITED_DOC = "over the client's rate limit (serve.rate_limits); retry after the Retry-After header's seconds"
+RETRY_AFTER_DOC = "whole seconds (at least 1) until the client may retry"
 
 
 class Backend(Protocol):

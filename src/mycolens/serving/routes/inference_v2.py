@@ -1,4 +1,7 @@
-"""The Open Inference Protocol (KServe v2): server and model metadata, health, and tensor inference."""
+"""The Open Inference Protocol (KServe v2): server and model metadata, health, and tensor inference.
+
+Errors here answer the protocol's `{"error": "<message>"}` (api.install_error_handlers picks the shape by path).
+"""
 
 from typing import Any
 
@@ -8,7 +11,7 @@ from fastapi.responses import Response
 import mycolens
 from mycolens.serving import schemas, v2
 from mycolens.serving.errors import ApiError
-from mycolens.serving.routes.common import ERRORS, Backend, ModelView
+from mycolens.serving.routes.common import V2_ERRORS, Backend, ModelView
 from mycolens.serving.settings import Limits
 from mycolens.serving.uploads import read_limited
 
@@ -27,7 +30,7 @@ V2_INFER_DOC = {
 }
 INFER_ROUTE: dict[str, Any] = {
     "response_model": schemas.V2InferResponse,
-    "responses": ERRORS,
+    "responses": V2_ERRORS,
     "openapi_extra": V2_INFER_DOC,
     "tags": ["v2"],
 }
@@ -65,23 +68,30 @@ def v2_router(lim: Limits, backend: Backend, view: ModelView) -> APIRouter:
         """v2 liveness."""
         return {"live": True}
 
-    @router.get("/v2/health/ready", tags=["v2"], responses={503: ERRORS[503]})
+    @router.get("/v2/health/ready", tags=["v2"], responses={503: V2_ERRORS[503]})
     async def v2_ready() -> dict[str, bool]:
         """v2 readiness."""
         await view.ready()
         return {"ready": True}
 
-    @router.get("/v2/models/{name}", response_model=schemas.V2ModelMetadata, responses={404: ERRORS[400]}, tags=["v2"])
+    @router.get(
+        "/v2/models/{name}", response_model=schemas.V2ModelMetadata, responses={404: V2_ERRORS[404]}, tags=["v2"]
+    )
     async def v2_metadata(name: str) -> dict[str, Any]:
         """v2 model metadata: input and output tensor names, shapes, datatypes."""
         return v2.model_metadata(await served(name))
 
-    @router.get("/v2/models/{name}/versions/{version}", response_model=schemas.V2ModelMetadata, tags=["v2"])
+    @router.get(
+        "/v2/models/{name}/versions/{version}",
+        response_model=schemas.V2ModelMetadata,
+        responses={404: V2_ERRORS[404]},
+        tags=["v2"],
+    )
     async def v2_metadata_version(name: str, version: str) -> dict[str, Any]:
         """v2 model metadata of a given version (the served one)."""
         return v2.model_metadata(await served(name, version))
 
-    @router.get("/v2/models/{name}/ready", tags=["v2"])
+    @router.get("/v2/models/{name}/ready", tags=["v2"], responses={404: V2_ERRORS[404], 503: V2_ERRORS[503]})
     async def v2_model_ready(name: str) -> dict[str, Any]:
         """v2 model readiness."""
         await served(name)
