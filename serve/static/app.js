@@ -253,9 +253,8 @@
         return;
       }
       const body = await response.json();
-      status.textContent = body.duplicate
-        ? "Thank you. This photo was already stored as " + nameOf(body.species) + "."
-        : "Thank you. Stored as " + nameOf(body.species) + " for the next training run.";
+      status.textContent = "Thank you. Your correction (" + nameOf(body.species) +
+        ") waits for a reviewer; only reviewed corrections train a future model.";
       $("feedback-consent").checked = false;
     } catch (e) {
       status.textContent = "Could not reach the server; nothing was stored.";

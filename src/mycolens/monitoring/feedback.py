@@ -1,16 +1,21 @@
-"""User feedback (a photo and the species it really was) stored in the ingest format: <folder>/<species id>/<sha256>.jpg."""
+"""User feedback (a photo and the species it really was), checked and cleaned before it becomes a claim.
+
+POST /feedback never writes a training label: `check_feedback` refuses bad input with the contract's codes and
+returns the photo re-encoded from its pixels only (upright; no EXIF, GPS, ICC profile or JPEG comment), which
+mycolens.monitoring.claims stores as a claim pending review.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import re
 from dataclasses import dataclass
-from pathlib import Path
+
+import numpy as np
 
 from mycolens.catalogue import Catalogue
 from mycolens.inference.preprocess import ImageRejected, decode_image
 from mycolens.utils.images import encode_jpeg
-from mycolens.utils.io import write_bytes_atomic
 
 # the HTTP status each decode failure maps to (the contract's 400 / 413 / 415)
 STATUS = {"empty": 400, "truncated": 400, "not_image": 400, "too_small": 400, "unsupported": 415, "too_large": 413}
@@ -27,16 +32,14 @@ class FeedbackError(ValueError):
 
 
 @dataclass(frozen=True)
-class StoredFeedback:
-    """Where a feedback photo went: path, species, content hash, and whether the same photo was already there."""
+class CheckedPhoto:
+    """A photo that may become a claim: the claimed species and the cleaned JPEG with its SHA-256 and size."""
 
-    path: Path
     species: str
+    jpeg: bytes
     sha256: str
-    duplicate: bool
-
-    def to_dict(self) -> dict[str, object]:
-        return {"stored": True, "species": self.species, "sha256": self.sha256, "duplicate": self.duplicate}
+    width: int
+    height: int
 
 
 def check_client_filename(name: str | None) -> None:
@@ -47,8 +50,15 @@ def check_client_filename(name: str | None) -> None:
         )
 
 
-def store_feedback(
-    folder: str | Path,
+def check_species(species_id: object, catalogue: Catalogue) -> str:
+    """The species id if the catalogue knows it, else FeedbackError 422 unknown_species."""
+    if not isinstance(species_id, str) or species_id not in catalogue.ids:
+        shown = species_id if isinstance(species_id, str) and len(species_id) <= 64 else "(too long)"
+        raise FeedbackError("unknown_species", f"unknown species {shown!r}; use an id from GET /model", 422)
+    return species_id
+
+
+def check_feedback(
     species_id: str,
     data: bytes,
     catalogue: Catalogue,
@@ -56,34 +66,20 @@ def store_feedback(
     *,
     filename: str | None = None,
     max_pixels: int = 40_000_000,
-    max_files: int | None = None,
     jpeg_quality: int = 95,
-) -> StoredFeedback:
-    """Check and store one photo as folder/<species>/<sha256>.jpg (upright, re-encoded, metadata such as GPS dropped)."""
+) -> CheckedPhoto:
+    """Check one photo and its claimed species; FeedbackError (422 / 413 / 400 / 415) if refused, nothing written.
+
+    The JPEG is made from the decoded pixels alone (a fresh image without `info`): Pillow's JPEG save would
+    otherwise copy the source's comment and ICC profile, and the EXIF block carries GPS and the camera.
+    """
     check_client_filename(filename)
-    if not isinstance(species_id, str) or species_id not in catalogue.ids:
-        shown = species_id if isinstance(species_id, str) and len(species_id) <= 64 else "(too long)"
-        raise FeedbackError("unknown_species", f"unknown species {shown!r}; use an id from GET /model", 422)
+    check_species(species_id, catalogue)
     if len(data) > max_bytes:
         raise FeedbackError("too_large", f"photo of {len(data)} bytes is over the limit of {max_bytes}", 413)
     try:
         img = decode_image(data, max_pixels=max_pixels)
     except ImageRejected as exc:
         raise FeedbackError(exc.code, str(exc), STATUS.get(exc.code, 400)) from None
-    encoded = encode_jpeg(img, jpeg_quality)  # the pixels only: EXIF (location, device) is not kept
-    digest = hashlib.sha256(encoded).hexdigest()
-    target = Path(folder) / species_id / f"{digest}.jpg"
-    if target.is_file():
-        return StoredFeedback(target, species_id, digest, True)
-    if max_files is not None and count_feedback(folder) >= max_files:
-        raise FeedbackError(
-            "feedback_full", f"the feedback folder holds {max_files} photos already; retrain first", 507
-        )
-    write_bytes_atomic(target, encoded)
-    return StoredFeedback(target, species_id, digest, False)
-
-
-def count_feedback(folder: str | Path) -> int:
-    """Photos stored in a feedback folder (one level of species subfolders)."""
-    root = Path(folder)
-    return sum(1 for p in root.glob("*/*.jpg") if p.is_file()) if root.is_dir() else 0
+    encoded = encode_jpeg(np.asarray(img), jpeg_quality)
+    return CheckedPhoto(species_id, encoded, hashlib.sha256(encoded).hexdigest(), img.size[0], img.size[1])

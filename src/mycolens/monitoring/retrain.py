@@ -21,19 +21,29 @@ from typing import Any
 
 from mycolens.data.shards import read_manifest, read_split
 from mycolens.inference.onnx_model import VARIANTS, ModelRefused, verify_model_dir
+from mycolens.monitoring.claims import approved_claims, mark_used
 from mycolens.utils.io import atomic_dir
 
 CSV_NAME = "labels.csv"
 USED_NAME = "feedback_files.json"
 
 
-def prepare_retrain_source(shards_dir: str | Path, feedback_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Write out_dir/{data,feedback,ood}/ and labels.csv (path,label,observation); observations keep their ids."""
+def prepare_retrain_source(
+    shards_dir: str | Path, feedback_dir: str | Path, out_dir: str | Path, reviewers_required: int = 1
+) -> dict[str, Any]:
+    """Write out_dir/{data,feedback,ood}/ and labels.csv (path,label,observation); observations keep their ids.
+
+    Feedback means the APPROVED claims of the queue in `feedback_dir` (mycolens.monitoring.claims, approved by
+    `reviewers_required` distinct reviewers, rejected by none, not used yet); pending and rejected claims never
+    enter. Each becomes feedback/<species>/<sha256>.jpg with observation `feedback/<claim id>`, its photo checked
+    against the hash recorded at claim time; feedback_files.json lists the claim ids and hashes used.
+    """
     read_manifest(shards_dir)  # a clear error when there are no shards
     feedback_dir = Path(feedback_dir)
     rows: list[tuple[str, str, str]] = []
-    used: list[str] = []
+    used: list[dict[str, Any]] = []
     counts = {"data": 0, "ood": 0, "feedback": 0}
+    approved = approved_claims(feedback_dir, reviewers_required)
     with atomic_dir(out_dir) as tmp:
         (tmp / "ood").mkdir()
         for split in ("train", "val", "test", "ood"):
@@ -47,22 +57,33 @@ def prepare_retrain_source(shards_dir: str | Path, feedback_dir: str | Path, out
                 _write(tmp / rel, r["image"])
                 rows.append((rel, r["species"], r["specimen"]))
                 counts["data"] += 1
-        if feedback_dir.is_dir():
-            for path in sorted(feedback_dir.glob("*/*.jpg")):
-                if not path.is_file() or path.is_symlink():
-                    continue
-                rel = f"feedback/{path.parent.name}/{path.name}"
-                _write(tmp / rel, path.read_bytes())
-                rows.append((rel, path.parent.name, f"feedback/{path.stem}"))  # stable id: one find, one split
-                used.append(f"{path.parent.name}/{path.name}")
-                counts["feedback"] += 1
+        seen: set[str] = set()
+        for state in approved:
+            claim = state.claim
+            if claim.sha256 in seen:  # the queue refuses duplicates; a race could still leave two
+                continue
+            seen.add(claim.sha256)
+            rel = f"feedback/{claim.species}/{claim.sha256}.jpg"
+            _write(tmp / rel, claim.read_photo())
+            rows.append((rel, claim.species, f"feedback/{claim.id}"))  # stable id: one claim, one split
+            used.append(
+                {
+                    "claim_id": claim.id,
+                    "sha256": claim.sha256,
+                    "species": claim.species,
+                    "path": rel,
+                    "approved_by": list(state.approved_by),
+                }
+            )
+            counts["feedback"] += 1
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(["path", "label", "observation"])
         writer.writerows(sorted(rows))
         (tmp / CSV_NAME).write_text(buf.getvalue())
-        (tmp / USED_NAME).write_text(json.dumps({"feedback_dir": str(feedback_dir), "files": used}, indent=2) + "\n")
-    return {**counts, "csv": str(Path(out_dir) / CSV_NAME)}
+        record = {"feedback_dir": str(feedback_dir), "reviewers_required": int(reviewers_required), "claims": used}
+        (tmp / USED_NAME).write_text(json.dumps(record, indent=2) + "\n")
+    return {**counts, "csv": str(Path(out_dir) / CSV_NAME), "claims": [u["claim_id"] for u in used]}
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -71,16 +92,12 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def archive_feedback(out_dir: str | Path, archive_dir: str | Path) -> int:
-    """Move the feedback photos that went into the last prepared source to `archive_dir` (later ones stay)."""
+    """Mark the claims the last prepared source used as `used` (decisions.jsonl) and move them to archive_dir/<id>.
+
+    Claims approved later stay in the queue. Crash-safe and repeatable (mycolens.monitoring.claims.mark_used).
+    """
     info = json.loads((Path(out_dir) / USED_NAME).read_text())
-    src, moved = Path(info["feedback_dir"]), 0
-    for rel in info["files"]:
-        if (src / rel).is_file():
-            target = Path(archive_dir) / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(src / rel), target)
-            moved += 1
-    return moved
+    return mark_used(info["feedback_dir"], [c["claim_id"] for c in info.get("claims", [])], archive_dir)
 
 
 def promote_model(candidate: str | Path, target: str | Path, variants: tuple[str, ...] = VARIANTS) -> Path:
