@@ -35,6 +35,7 @@ from mycolens.monitoring.drift import DriftMonitor
 from mycolens.monitoring.feedback import FeedbackError, check_feedback
 from mycolens.monitoring.reference import ReferenceError
 from mycolens.serving.errors import ApiError, error_response
+from mycolens.serving.ratelimit import client_key
 
 log = logging.getLogger("mycolens.web")
 router = APIRouter(tags=["web"])
@@ -264,7 +265,11 @@ async def _model_answer(request: Request, photo: bytes, top_k: int) -> dict[str,
 
 
 def _client_address(request: Request) -> str:
-    """The client's address as this replica sees it (only its salted hash is stored)."""
+    """Who sent the claim, as the ingress's rate limiter keys clients (mycolens.serving.ratelimit.client_key: an
+    X-Forwarded-For address only behind a trusted proxy); only its salted hash is stored."""
+    limiter = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        return client_key(request.scope, limiter.settings.trust_forwarded_for, limiter.trusted)
     return request.client.host if request.client else "unknown"
 
 

@@ -455,6 +455,7 @@ def test_feedback_and_review_through_the_real_ingress_app(tmp_path, monkeypatch)
     claim = claims.get_claim(tmp_path / "feedback", r.json()["claim_id"])
     assert claim.model == predicted["model"] and claim.answer["species"] == predicted["species"]
     assert claim.answer["verdict"] == predicted["verdict"] and len(claim.answer["top_k"]) == 5
+    assert claim.client == claims.client_hash(tmp_path / "feedback", "testclient")  # the rate limiter's client key
 
     page = client.get("/review")
     assert page.status_code == 200 and "/static/review.js" in page.text and "/static/review.css" in page.text
