@@ -84,8 +84,8 @@ bench: venv
 	$(PY) benchmarks/serve_throughput.py
 	$(PY) benchmarks/ray_overhead.py
 
-## retrain: ingest the feedback photos beside the current data, retrain, promote only past the safety gate
-# scripts/retrain.py with conf/retrain.yaml (locations); FEEDBACK=DIR reads another feedback folder
+## retrain: ingest the approved claims beside the current data, retrain, promote only past both gates
+# scripts/retrain.py with conf/retrain.yaml (locations, promotion gate); FEEDBACK=DIR reads another claims queue
 FEEDBACK ?=
 retrain: venv
 	$(PY) scripts/retrain.py $(if $(FEEDBACK),retrain.feedback_dir=$(FEEDBACK))

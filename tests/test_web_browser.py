@@ -7,6 +7,7 @@ rendered results are saved in each test's tmp_path.
 from __future__ import annotations
 
 import io
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -251,8 +252,9 @@ def test_feedback_from_the_page_is_opt_in_and_lands_in_the_folder(browser, serve
     page.get_by_label("I agree that this photo is stored to train a future model.").check()
     page.get_by_role("button", name="Send the correction").click()
     page.wait_for_function("document.getElementById('feedback-status').textContent.startsWith('Thank you')")
-    stored = sorted(served.feedback.rglob("*.jpg"))
-    assert [p.parent.name for p in stored] == ["amanita_phalloides"] and len(stored[0].stem) == 64
+    stored = sorted(served.feedback.rglob("photo.jpg"))  # a claim, pending review: claims/<id>/{photo.jpg,claim.json}
+    assert len(stored) == 1
+    assert json.loads((stored[0].parent / "claim.json").read_text())["species"] == "amanita_phalloides"
     page.close()
 
 

@@ -154,10 +154,16 @@ def compare_models(current: dict[str, Any], candidate: dict[str, Any], limits: G
 
 
 def gate_candidate(
-    candidate_dir: str | Path, current_dir: str | Path, frozen: Mapping[str, Any], variant: str, limits: GateLimits
+    candidate_dir: str | Path,
+    current_dir: str | Path,
+    frozen: Mapping[str, Any],
+    variant: str,
+    limits: GateLimits,
+    trained_on: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Compare the candidate with the served model on the frozen set and record the result (and the frozen set's
-    hash) in the candidate's model.json; PromotionRefused when it must not ship."""
+    """Compare the candidate with the served model on the frozen set and record the result, the frozen set's hash
+    and `trained_on` (e.g. the approved claims, by id and hash) in the candidate's model.json; PromotionRefused
+    when it must not ship."""
     import json
 
     candidate = OnnxClassifier.load(candidate_dir, variant)
@@ -170,6 +176,8 @@ def gate_candidate(
     report["frozen_eval"] = {"sha256": frozen["sha256"], "images": frozen["images"]}
     meta = json.loads(Path(candidate_dir, "model.json").read_text())
     meta["promotion"] = report
+    if trained_on is not None:
+        meta["trained_on"] = dict(trained_on)
     write_json_atomic(Path(candidate_dir, "model.json"), meta)
     if not report["passed"]:
         raise PromotionRefused(

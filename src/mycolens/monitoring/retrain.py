@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 from mycolens.data.shards import read_manifest, read_split
 from mycolens.inference.onnx_model import VARIANTS, ModelRefused, verify_model_dir
 from mycolens.monitoring.claims import approved_claims, mark_used
+from mycolens.monitoring.promotion import GateLimits, freeze_eval_set, frozen_photo_hashes, gate_candidate
 from mycolens.utils.io import atomic_dir
 
 CSV_NAME = "labels.csv"
@@ -29,20 +30,26 @@ USED_NAME = "feedback_files.json"
 
 
 def prepare_retrain_source(
-    shards_dir: str | Path, feedback_dir: str | Path, out_dir: str | Path, reviewers_required: int = 1
+    shards_dir: str | Path,
+    feedback_dir: str | Path,
+    out_dir: str | Path,
+    reviewers_required: int = 1,
+    exclude: Collection[str] = (),
 ) -> dict[str, Any]:
     """Write out_dir/{data,feedback,ood}/ and labels.csv (path,label,observation); observations keep their ids.
 
     Feedback means the APPROVED claims of the queue in `feedback_dir` (mycolens.monitoring.claims, approved by
     `reviewers_required` distinct reviewers, rejected by none, not used yet); pending and rejected claims never
     enter. Each becomes feedback/<species>/<sha256>.jpg with observation `feedback/<claim id>`, its photo checked
-    against the hash recorded at claim time; feedback_files.json lists the claim ids and hashes used.
+    against the hash recorded at claim time; feedback_files.json lists the claim ids and hashes used. Labelled
+    photos whose sha256 is in `exclude` (the frozen evaluation set) are left out, so no candidate trains on them.
     """
     read_manifest(shards_dir)  # a clear error when there are no shards
     feedback_dir = Path(feedback_dir)
     rows: list[tuple[str, str, str]] = []
     used: list[dict[str, Any]] = []
-    counts = {"data": 0, "ood": 0, "feedback": 0}
+    counts = {"data": 0, "ood": 0, "feedback": 0, "left_out": 0}
+    exclude = set(exclude)
     approved = approved_claims(feedback_dir, reviewers_required)
     with atomic_dir(out_dir) as tmp:
         (tmp / "ood").mkdir()
@@ -53,6 +60,9 @@ def prepare_retrain_source(
                     _write(tmp / "ood" / f"{r['sha256']}.jpg", r["image"])
                     counts["ood"] += 1
                     continue
+                if r["sha256"] in exclude:
+                    counts["left_out"] += 1
+                    continue
                 rel = f"data/{r['species']}/{r['sha256']}.jpg"
                 _write(tmp / rel, r["image"])
                 rows.append((rel, r["species"], r["specimen"]))
@@ -60,7 +70,7 @@ def prepare_retrain_source(
         seen: set[str] = set()
         for state in approved:
             claim = state.claim
-            if claim.sha256 in seen:  # the queue refuses duplicates; a race could still leave two
+            if claim.sha256 in seen or claim.sha256 in exclude:  # the queue refuses duplicates; a race could leave two
                 continue
             seen.add(claim.sha256)
             rel = f"feedback/{claim.species}/{claim.sha256}.jpg"
@@ -130,6 +140,7 @@ class RetrainPaths:
     reports_dir: Path
     candidate_dir: Path
     target_dir: Path
+    frozen_dir: Path
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> RetrainPaths:
@@ -139,11 +150,16 @@ class RetrainPaths:
 def run_retrain(
     paths: RetrainPaths,
     scripts_dir: str | Path,
+    gate: GateLimits,
+    variant: str,
+    reviewers_required: int,
     overrides: Sequence[str] = (),
     python: str = sys.executable,
     say: Callable[[str], None] = print,
 ) -> Path:
-    """Build a candidate from the shards plus feedback with the stage scripts and promote it (ModelRefused if refused).
+    """Build a candidate from the shards plus the approved claims with the stage scripts, gate it against the served
+    model on the frozen set, promote it, then archive the claims it used (ModelRefused / PromotionRefused if refused:
+    the served model stays, and the claims stay in the queue for a reviewer to look at again).
 
     `overrides` (Hydra `key=value`) reach every stage; a failed stage raises CalledProcessError and nothing is promoted.
     """
@@ -154,28 +170,35 @@ def run_retrain(
         say(f"[retrain] {script} {' '.join(args)}")  # the candidate's own locations win over the caller's overrides
         subprocess.run([python, str(Path(scripts_dir) / script), *overrides, *own, *args], check=True)
 
-    counts = prepare_retrain_source(paths.source_shards, paths.feedback_dir, paths.work_dir)
+    frozen = freeze_eval_set(paths.source_shards, paths.frozen_dir)
+    say(f"[retrain] frozen evaluation set {frozen['sha256'][:12]}: {frozen['images']} photos ({paths.frozen_dir})")
+    counts = prepare_retrain_source(
+        paths.source_shards,
+        paths.feedback_dir,
+        paths.work_dir,
+        reviewers_required,
+        exclude=frozen_photo_hashes(paths.frozen_dir),
+    )
     say(
-        f"[retrain] source: {counts['data']} photos from the shards, {counts['feedback']} from feedback, {counts['ood']} ood"
+        f"[retrain] source: {counts['data']} photos from the shards ({counts['left_out']} frozen ones left out), "
+        f"{counts['feedback']} approved claims, {counts['ood']} ood"
     )
     if counts["feedback"] == 0:
-        say("[retrain] note: no feedback photos yet; retraining on the current data only")
-    stage(
-        "ingest.py",
-        f"source={paths.work_dir}",
-        f"data.csv={CSV_NAME}",
-        f"data.ingest.ood_source={paths.work_dir / 'ood'}",
-    )
-    say(
-        f"[retrain] archived {archive_feedback(paths.work_dir, paths.archive_dir)} feedback photos to {paths.archive_dir}"
-    )
+        say("[retrain] note: no approved claims yet; retraining on the current data only")
+    ood_source = paths.work_dir / "ood"
+    stage("ingest.py", f"source={paths.work_dir}", f"data.csv={CSV_NAME}", f"data.ingest.ood_source={ood_source}")
     stage("train.py")
     stage("compress.py")
     shutil.rmtree(paths.candidate_dir, ignore_errors=True)
     stage("export.py", f"paths.export_dir={paths.candidate_dir}")
     stage("evaluate.py", f"paths.export_dir={paths.candidate_dir}")
+    claims = json.loads((paths.work_dir / USED_NAME).read_text())["claims"]
+    report = gate_candidate(paths.candidate_dir, paths.target_dir, frozen, variant, gate, {"claims": claims})
+    moved = ", ".join(report.get("moved", [])) or "none"
+    say(f"[retrain] promotion gate passed against {report['compared_with']} (species that moved: {moved})")
     promoted = promote_model(paths.candidate_dir, paths.target_dir)
     say(f"[retrain] promoted {paths.candidate_dir} -> {promoted} (previous kept beside it)")
+    say(f"[retrain] archived {archive_feedback(paths.work_dir, paths.archive_dir)} claims to {paths.archive_dir}")
     return promoted
 
 
