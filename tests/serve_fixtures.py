@@ -305,3 +305,28 @@ def small_shards(folder: Path) -> Path:
         seed=3,
         rows_per_file=5000,
     )
+
+
+def ingress_client(model_dir: Path, queue: Path, *overrides: str) -> Any:
+    """A TestClient of the real ingress app (build_api + serve/web.py) on the in-process model runner, with the
+    claim queue in `queue`."""
+    from fastapi.testclient import TestClient
+
+    from mycolens.serving.api import LocalBackend, build_api
+    from mycolens.serving.hooks import IngressContext, PredictionHooks
+    from mycolens.serving.metrics import ServeMetrics
+    from mycolens.serving.model import ModelRunner
+    from mycolens.serving.settings import ServeSettings
+    from serve import web
+    from serve.app import load_serve_config
+
+    cfg = load_serve_config([f"serve.model_dir={model_dir}", f"monitoring.feedback.dir={queue}", *overrides])
+    settings, metrics = ServeSettings.from_config(cfg), ServeMetrics()
+    ctx = IngressContext(cfg, ROOT, metrics.registry, PredictionHooks(8), None)  # type: ignore[arg-type]
+    runner = ModelRunner(threads=1)
+    runner.load(model_dir, cfg["variant"])
+    backend = LocalBackend(runner, settings.limits, 1)
+    app = build_api(
+        settings, backend, ctx, metrics, static_dir=ROOT / "serve" / "static", routers=[web.router], setups=[web.setup]
+    )
+    return TestClient(app)

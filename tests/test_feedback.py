@@ -428,25 +428,10 @@ def test_review_tokens_parse():
 def test_feedback_and_review_through_the_real_ingress_app(tmp_path, monkeypatch):
     """build_api with the in-process model and serve/web.py as the ingress mounts them: the claim carries the served
     model's own answer and version, and the review page with its local assets is served."""
-    from mycolens.serving.api import LocalBackend, build_api
-    from mycolens.serving.metrics import ServeMetrics
-    from mycolens.serving.model import ModelRunner
-    from mycolens.serving.settings import ServeSettings
-    from serve.app import load_serve_config
-    from tests.serve_fixtures import image_bytes, make_model_dir
+    from tests.serve_fixtures import image_bytes, ingress_client, make_model_dir
 
     monkeypatch.setenv("MYCOLENS_REVIEW_TOKEN", "s3cret")
-    model_dir = make_model_dir(tmp_path / "m")
-    cfg = load_serve_config([f"serve.model_dir={model_dir}", f"monitoring.feedback.dir={tmp_path / 'feedback'}"])
-    settings, metrics = ServeSettings.from_config(cfg), ServeMetrics()
-    ctx = IngressContext(cfg, ROOT, metrics.registry, PredictionHooks(8), None)  # type: ignore[arg-type]
-    runner = ModelRunner(threads=1)
-    runner.load(model_dir, cfg["variant"])
-    backend = LocalBackend(runner, settings.limits, 1)
-    app = build_api(
-        settings, backend, ctx, metrics, static_dir=ROOT / "serve" / "static", routers=[web.router], setups=[web.setup]
-    )
-    client = TestClient(app)
+    client = ingress_client(make_model_dir(tmp_path / "m"), tmp_path / "feedback")
     data = image_bytes()
     predicted = client.post("/predict?top_k=5", files={"file": ("p.jpg", data, "image/jpeg")}).json()
 

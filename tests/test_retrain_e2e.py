@@ -9,37 +9,15 @@ import json
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
 
 from mycolens.data.shards import read_split
 from mycolens.monitoring import claims
-from tests.conftest import ROOT, TINY_DATA, make_shards, run_script
+from tests.conftest import TINY_DATA, make_shards, run_script
+from tests.serve_fixtures import ingress_client
 from tests.test_promotion import train_and_export
 
 pytestmark = pytest.mark.slow
-
-
-def ingress(model_dir: Path, queue: Path) -> TestClient:
-    """The real ingress app (build_api + serve/web.py) on the in-process model runner."""
-    from mycolens.serving.api import LocalBackend, build_api
-    from mycolens.serving.hooks import IngressContext, PredictionHooks
-    from mycolens.serving.metrics import ServeMetrics
-    from mycolens.serving.model import ModelRunner
-    from mycolens.serving.settings import ServeSettings
-    from serve import web
-    from serve.app import load_serve_config
-
-    cfg = load_serve_config([f"serve.model_dir={model_dir}", f"monitoring.feedback.dir={queue}"])
-    settings, metrics = ServeSettings.from_config(cfg), ServeMetrics()
-    ctx = IngressContext(cfg, ROOT, metrics.registry, PredictionHooks(8), None)  # type: ignore[arg-type]
-    runner = ModelRunner(threads=1)
-    runner.load(model_dir, cfg["variant"])
-    backend = LocalBackend(runner, settings.limits, 1)
-    app = build_api(
-        settings, backend, ctx, metrics, static_dir=ROOT / "serve" / "static", routers=[web.router], setups=[web.setup]
-    )
-    return TestClient(app)
 
 
 def mirrored(jpeg: bytes) -> bytes:
@@ -57,7 +35,7 @@ def test_claims_reviewed_retrained_gated_promoted_and_served(tmp_path: Path, tin
     served = train_and_export(tmp_path, shards, tiny_ood_sets)  # tmp_path/models/export, the served folder
     old_version = json.loads((served / "model.json").read_text())["version"]
     queue = tmp_path / "feedback"
-    client = ingress(served, queue)
+    client = ingress_client(served, queue)
 
     rows = read_split(shards, "train", columns=["image", "species"]).to_pylist()[:4]
     ids = []

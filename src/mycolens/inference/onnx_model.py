@@ -19,6 +19,21 @@ from mycolens.verdict.rule import VerdictRule, judge
 VARIANTS = ("fp32", "int8")
 
 
+# the fields of one answer that describe the photo (the HTTP answer adds lookalikes and model): claims record them,
+# offline prediction's CSV has one column each
+ANSWER_FIELDS = (
+    "species",
+    "common_name",
+    "edibility",
+    "verdict",
+    "confidence",
+    "poisonous_probability",
+    "abstained",
+    "abstain_reason",
+    "top_k",
+)
+
+
 class ModelRefused(ValueError):
     """A model folder that must not be served (missing file, hash mismatch, failed safety gate)."""
 

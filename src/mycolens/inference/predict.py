@@ -11,21 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from mycolens.inference.onnx_model import OnnxClassifier
+from mycolens.inference.onnx_model import ANSWER_FIELDS, OnnxClassifier
 from mycolens.inference.preprocess import ImageRejected, load_for_model
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".avif")
 CSV_FIELDS = (
     "file",
-    "species",
-    "common_name",
-    "edibility",
-    "verdict",
-    "confidence",
-    "poisonous_probability",
-    "abstained",
-    "abstain_reason",
-    "top_k",
+    *ANSWER_FIELDS,
     "model_version",
     "model_variant",
     "error_code",

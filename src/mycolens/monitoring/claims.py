@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mycolens.inference.onnx_model import ANSWER_FIELDS
 from mycolens.monitoring.feedback import FeedbackError
 from mycolens.utils.io import atomic_dir
 
@@ -56,17 +57,7 @@ VERDICTS = ("approve", "reject")
 USED = "used"
 STATUSES = ("pending", "approved", "rejected", "used")
 TEMP_MAX_AGE_S = 3600  # leftover temp folders (a crash mid-write) older than this are removed by the next claim
-ANSWER_KEYS = (
-    "species",
-    "common_name",
-    "edibility",
-    "verdict",
-    "confidence",
-    "poisonous_probability",
-    "abstained",
-    "abstain_reason",
-    "top_k",
-)
+ANSWER_KEYS = ANSWER_FIELDS
 CLAIM_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{12}$")
 REVIEWER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MAX_NOTE = 2000
