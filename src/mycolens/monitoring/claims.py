@@ -57,7 +57,6 @@ VERDICTS = ("approve", "reject")
 USED = "used"
 STATUSES = ("pending", "approved", "rejected", "used")
 TEMP_MAX_AGE_S = 3600  # leftover temp folders (a crash mid-write) older than this are removed by the next claim
-ANSWER_KEYS = ANSWER_FIELDS
 CLAIM_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{12}$")
 REVIEWER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MAX_NOTE = 2000
@@ -133,7 +132,7 @@ def model_answer(answer: Mapping[str, Any] | None) -> tuple[dict[str, Any] | Non
     if not answer:
         return None, None
     model = answer.get("model")
-    return (dict(model) if isinstance(model, Mapping) else None), {k: answer[k] for k in ANSWER_KEYS if k in answer}
+    return (dict(model) if isinstance(model, Mapping) else None), {k: answer[k] for k in ANSWER_FIELDS if k in answer}
 
 
 def claims_dir(queue_dir: str | Path) -> Path:

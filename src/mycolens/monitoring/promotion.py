@@ -90,12 +90,20 @@ def _inputs(frozen_dir: Path, split: str, preprocessing: Mapping[str, Any]) -> t
     return x.astype(np.float32), np.asarray(table.column("label").to_pylist(), np.int64)
 
 
-def model_scores(model: OnnxClassifier, frozen_dir: str | Path, batch_size: int = 64) -> dict[str, Any]:
-    """Per species: recall (top-1) and photos called edible; OOD abstention; on the frozen set."""
+def model_scores(
+    model: OnnxClassifier, frozen_dir: str | Path, batch_size: int = 64, decoded: dict | None = None
+) -> dict[str, Any]:
+    """Per species: recall (top-1) and photos called edible; OOD abstention; on the frozen set. `decoded` keeps the
+    decoded inputs per split and preprocessing, so models that share a preprocessing share one decode."""
     frozen_dir = Path(frozen_dir)
+    decoded = {} if decoded is None else decoded
+    pre = model.preprocessing
     out: dict[str, Any] = {"species": {}}
     for split in FROZEN_SPLITS:
-        x, y = _inputs(frozen_dir, split, model.preprocessing)
+        key = (split, int(pre["image_size"]), tuple(pre["mean"]), tuple(pre["std"]))
+        if key not in decoded:
+            decoded[key] = _inputs(frozen_dir, split, pre)
+        x, y = decoded[key]
         answers = [a for i in range(0, len(x), batch_size) for a in model.answer(x[i : i + batch_size], top_k=1)]
         verdicts = np.asarray([a["verdict"] for a in answers])
         if split == "ood":
@@ -164,17 +172,16 @@ def gate_candidate(
     """Compare the candidate with the served model on the frozen set and record the result, the frozen set's hash
     and `trained_on` (e.g. the approved claims, by id and hash) in the candidate's model.json; PromotionRefused
     when it must not ship."""
-    import json
-
     candidate = OnnxClassifier.load(candidate_dir, variant)
     if Path(current_dir, "model.json").is_file():
-        report = compare_models(model_scores(OnnxClassifier.load(current_dir, variant), frozen["path"]),
-                                model_scores(candidate, frozen["path"]), limits)  # fmt: skip
-        report["compared_with"] = json.loads(Path(current_dir, "model.json").read_text())["version"]
+        current, decoded = OnnxClassifier.load(current_dir, variant), {}
+        report = compare_models(model_scores(current, frozen["path"], decoded=decoded),
+                                model_scores(candidate, frozen["path"], decoded=decoded), limits)  # fmt: skip
+        report["compared_with"] = current.meta["version"]
     else:  # nothing served yet: nothing to compare with
         report = {"passed": True, "reasons": [], "compared_with": None, "limits": limits.__dict__}
     report["frozen_eval"] = {"sha256": frozen["sha256"], "images": frozen["images"]}
-    meta = json.loads(Path(candidate_dir, "model.json").read_text())
+    meta = dict(candidate.meta)  # model.json as verified at load
     meta["promotion"] = report
     if trained_on is not None:
         meta["trained_on"] = dict(trained_on)
