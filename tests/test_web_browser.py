@@ -1,4 +1,5 @@
-"""The web page, drift monitoring and feedback through the real Ray Serve app, driven by Debian's Chromium.
+"""The web page, the review page, drift monitoring and feedback through the real Ray Serve app, driven by Debian's
+Chromium.
 
 Playwright (Python) launches /usr/bin/chromium headless (never a downloaded browser). Screenshots of the
 rendered results are saved in each test's tmp_path.
@@ -6,12 +7,14 @@ rendered results are saved in each test's tmp_path.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -19,11 +22,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mycolens.catalogue import Catalogue
 from mycolens.data.shards import read_split
 from mycolens.inference.onnx_model import OnnxClassifier
+from mycolens.monitoring import claims
 from mycolens.monitoring.reference import write_reference
 from serve.app import load_serve_config
-from tests.conftest import FEEDBACK_REFUSALS
+from tests.conftest import FEEDBACK_REFUSALS, run_script
 from tests.serve_fixtures import (
     free_port,
     make_model_dir,
@@ -44,8 +49,11 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
-PROXY = os.environ.get("MYCOLENS_TEST_PROXY") or load_serve_config([])["proxy"]
+SERVE_CONF = load_serve_config([])
+PROXY = os.environ.get("MYCOLENS_TEST_PROXY") or SERVE_CONF["proxy"]
 FEEDBACK_MAX_BYTES = 300_000
+REVIEW_TOKEN_ENV = SERVE_CONF["web"]["feedback"]["review_token_env"]  # MYCOLENS_REVIEW_TOKEN by default
+REVIEW_TOKEN = "review-token-for-the-browser-tests"  # one shared token: each reviewer names themself on the page
 
 
 @dataclass
@@ -87,6 +95,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         f"monitoring.feedback.dir={feedback}",
         f"monitoring.feedback.max_bytes={FEEDBACK_MAX_BYTES}",
     ]
+    old_token = os.environ.get(REVIEW_TOKEN_ENV)
+    os.environ[REVIEW_TOKEN_ENV] = REVIEW_TOKEN  # before Ray starts: the ingress replica inherits it
     start_ray(PROXY)
     port = free_port()
     config = write_serve_config(tmp / "serve.yaml", port, overrides, {"model_dir": str(model_dir), "variant": "fp32"})
@@ -100,6 +110,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     finally:
         serve.shutdown()
         ray.shutdown()
+        if old_token is None:
+            os.environ.pop(REVIEW_TOKEN_ENV, None)
+        else:
+            os.environ[REVIEW_TOKEN_ENV] = old_token
 
 
 @pytest.fixture(scope="module")
@@ -316,3 +330,201 @@ def test_served_feedback_refusals(served, case, status, code):
     assert r.status_code == status, r.text
     assert set(r.json()) == {"error"} and r.json()["error"]["code"] == code and r.json()["error"]["message"]
     assert (sorted(served.feedback.rglob("*")) if served.feedback.exists() else []) == before
+
+
+# ------------------------------------------------------------------ the review page
+
+
+def post_claim(served: Served, data: bytes, species: str) -> str:
+    """A claim through POST /feedback, as the main page sends it; its id."""
+    files = {"file": ("claim.jpg", data, "image/jpeg")}
+    r = httpx.post(f"{served.base}/feedback", data={"species": species}, files=files, timeout=30)
+    assert r.status_code == 202, r.text
+    return r.json()["claim_id"]
+
+
+def jpeg_with_gps(data: bytes) -> bytes:
+    """The photo re-encoded as a JPEG that tells where and with what it was taken (EXIF GPS and camera maker)."""
+    exif = Image.Exif()
+    exif[0x010F] = "SecretCam"
+    exif.get_ifd(0x8825).update({1: "N", 2: (48.0, 51.0, 0.0), 3: "E", 4: (2.0, 21.0, 0.0)})
+    out = encode_jpeg(Image.open(io.BytesIO(data)).convert("RGB"), exif.tobytes())
+    assert Image.open(io.BytesIO(out)).getexif().get_ifd(0x8825)[2] == (48.0, 51.0, 0.0)
+    return out
+
+
+def encode_jpeg(img: Image.Image, exif: bytes) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=95, exif=exif)
+    return buf.getvalue()
+
+
+def open_review(browser, served: Served):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(served.base + "/review")
+    page.wait_for_load_state("networkidle")
+    return page, requests
+
+
+def log_in(page, token: str, reviewer: str = "alice") -> str:
+    """Type the name and the token, press Enter in the token field; the page's answer once it has one."""
+    page.get_by_label("Your name (logged with each decision)").fill(reviewer)
+    page.get_by_label("Review token").fill(token)
+    page.get_by_label("Review token").press("Enter")
+    page.wait_for_function(
+        "(() => { const t = document.getElementById('login-status').textContent;"
+        " return t && t !== 'Loading\u2026'; })()"
+    )
+    return page.locator("#login-status").inner_text()
+
+
+def go_to_claim(page, claim_id: str, limit: int = 30) -> None:
+    """Step through the pending claims with the `j` key until `claim_id` shows."""
+    for _ in range(limit):
+        if page.locator("#claim-id").inner_text() == claim_id:
+            return
+        page.keyboard.press("j")
+    raise AssertionError(f"{claim_id} is not among the pending claims on the page")
+
+
+def shown_photo(page) -> bytes:
+    """The bytes of the photo the page shows (its blob: URL, fetched inside the page)."""
+    page.wait_for_function(
+        "(() => { const i = document.getElementById('photo');"
+        " return i.src.startsWith('blob:') && i.complete && i.naturalWidth > 0; })()"
+    )
+    data = page.evaluate(
+        "async () => Array.from(new Uint8Array(await (await fetch(document.getElementById('photo').src)).arrayBuffer()))"
+    )
+    return bytes(data)
+
+
+def decisions_log(served: Served) -> list[dict]:
+    log = claims.decisions_path(served.feedback)
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_review_page_refuses_a_missing_or_wrong_token_and_shows_no_claims(browser, served, tmp_path):
+    claim_id = post_claim(served, served.photos[4], "boletus_edulis")
+    logged = decisions_log(served)
+    with httpx.Client(base_url=served.base, timeout=30) as c:
+        for headers in ({}, {"Authorization": "Bearer not-the-token"}, {"Authorization": REVIEW_TOKEN}):
+            for method, url in (
+                ("GET", "/review/claims"),
+                ("GET", f"/review/claims/{claim_id}/photo"),
+                ("POST", f"/review/claims/{claim_id}"),
+            ):
+                body = {"decision": "approve", "reviewer": "mallory"} if method == "POST" else None
+                r = c.request(method, url, headers=headers, json=body)
+                assert r.status_code == 401, (headers, url, r.text)
+                assert set(r.json()) == {"error"} and r.json()["error"]["code"] == "unauthorized"
+                assert "review token" in r.json()["error"]["message"]
+    assert decisions_log(served) == logged
+
+    page, requests = open_review(browser, served)
+    assert page.locator("#claim").is_hidden() and page.locator("#empty").is_hidden()
+    for token in ("", "not-the-token"):
+        status = log_in(page, token)
+        assert status.startswith("Not loaded:") and "missing or wrong review token" in status, status
+        assert page.locator("#claim").is_hidden() and page.locator("#empty").is_hidden()
+        assert claim_id not in page.content()
+    assert not [u for u in requests if u.endswith("/photo")]  # no photo asked for either
+    page.screenshot(path=str(tmp_path / "review-refused.png"), full_page=True)
+
+    assert "pending claim(s)" in log_in(page, REVIEW_TOKEN)  # the right token shows the queue ...
+    assert page.locator("#claim").is_visible()
+    status = log_in(page, "not-the-token")  # ... and a wrong one afterwards hides it again
+    assert status.startswith("Not loaded:") and "missing or wrong review token" in status, status
+    assert page.locator("#claim").is_hidden() and page.locator("#photo").get_attribute("src") is None
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press("a")  # the approve key decides nothing once the token is refused
+    assert decisions_log(served) == logged  # nothing was decided
+    assert claims.claim_state(served.feedback, claim_id).status == "pending"
+    page.close()
+
+
+def test_review_page_shows_claims_and_logs_keyboard_decisions(browser, served, tmp_path):
+    catalogue = Catalogue.from_dict(json.loads((served.model_dir / "model.json").read_text())["catalogue"])
+    start = datetime.now(UTC)
+    approve_id = post_claim(served, served.photos[2], "agaricus_campestris")
+    gps_photo = jpeg_with_gps(served.photos[3])
+    reject_id = post_claim(served, gps_photo, "boletus_edulis")
+    page, requests = open_review(browser, served)
+    status = log_in(page, REVIEW_TOKEN)
+    assert "pending claim(s); 1 distinct approval(s) needed" in status, status
+    assert page.evaluate("document.activeElement.id") == "claim-title"  # out of the token field: keys work
+
+    for claim_id in (approve_id, reject_id):
+        go_to_claim(page, claim_id)
+        claim = claims.get_claim(served.feedback, claim_id)
+        answer = claim.answer
+        claimed, model = catalogue[claim.species], catalogue[answer["species"]]
+        assert page.locator("#claimed").inner_text() == (
+            f"{claimed.common_name} ({claimed.scientific_name}) \u2014 {claimed.edibility}"
+        )
+        said = page.locator("#model-answer").inner_text()
+        assert said.startswith(f"{model.common_name} ({model.scientific_name}) \u2014 {model.edibility}, ")
+        assert f"verdict {answer['verdict']}, confidence {answer['confidence']:.2f}" in said
+        assert ("the model abstained" in said) == claim.model_abstained
+        assert claim.model["version"] in said
+        rows = page.locator("#top-k li")
+        assert rows.count() == len(answer["top_k"]) == 5
+        for i, t in enumerate(answer["top_k"]):
+            sp, pct, edibility = rows.nth(i).inner_text().split(" ")
+            assert sp == t["species"] and edibility == f"({t['edibility']})"
+            assert abs(float(pct.rstrip("%")) - 100 * t["probability"]) <= 0.051, (pct, t)
+        notes = page.locator("#lookalikes-box")
+        assert notes.is_visible() and claimed.note in notes.inner_text()
+        assert claimed.lookalikes and all(
+            catalogue[o].common_name in notes.inner_text() and catalogue[o].note in notes.inner_text()
+            for o in claimed.lookalikes
+        )
+        assert claim.sha256[:16] in page.locator("#provenance").inner_text()
+        photo = shown_photo(page)
+        assert photo == claim.photo.read_bytes()  # the claim's own stored photo
+        with Image.open(io.BytesIO(photo)) as img:
+            assert img.format == "JPEG" and not img.getexif() and not img.getexif().get_ifd(0x8825)
+        if claim_id == reject_id:  # sent with GPS and a camera maker: the reviewer's copy has neither
+            assert b"SecretCam" not in photo
+    page.screenshot(path=str(tmp_path / "review-claim.png"), full_page=True)
+
+    go_to_claim(page, approve_id)
+    page.get_by_label("Note (optional, logged)").click()
+    page.keyboard.type("ring, gills and base all fit")  # `a` and `r` typed in the note decide nothing
+    assert page.locator("#decide-status").inner_text() == "" and page.locator("#claim-id").inner_text() == approve_id
+    assert not [d for d in decisions_log(served) if d["claim"] in (approve_id, reject_id)]
+    page.keyboard.press("Tab")  # out of the note, onto the Approve button
+    page.keyboard.press("a")
+    page.wait_for_function(f"document.getElementById('decide-status').textContent.startsWith('{approve_id} approved')")
+    assert "its status is now approved (1/1 approvals)" in page.locator("#decide-status").inner_text()
+    go_to_claim(page, reject_id)
+    page.keyboard.press("r")
+    page.wait_for_function(f"document.getElementById('decide-status').textContent.startsWith('{reject_id} rejected')")
+    assert "its status is now rejected" in page.locator("#decide-status").inner_text()
+    page.screenshot(path=str(tmp_path / "review-decided.png"), full_page=True)
+    assert all(u.startswith(served.base) or u.startswith(("blob:", "data:")) for u in requests), requests
+    page.close()
+
+    r = run_script(
+        "review.py",
+        f"monitoring.feedback.dir={served.feedback}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "status=all",
+        "format=json",
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    listed = {c["claim_id"]: c for c in json.loads(r.stdout)}
+    assert (listed[approve_id]["status"], listed[approve_id]["approved_by"]) == ("approved", ["alice"])
+    assert (listed[reject_id]["status"], listed[reject_id]["rejected_by"]) == ("rejected", ["alice"])
+
+    ours = [d for d in decisions_log(served) if d["claim"] in (approve_id, reject_id)]
+    assert [(d["claim"], d["decision"]) for d in ours] == [(approve_id, "approve"), (reject_id, "reject")]
+    fingerprint = hashlib.sha256(REVIEW_TOKEN.encode()).hexdigest()[:8]
+    for d in ours:
+        assert d["reviewer"] == "alice" and d["via"] == "http" and d["token"] == fingerprint
+        assert start <= datetime.fromisoformat(d["time"].replace("Z", "+00:00")) <= datetime.now(UTC)
+    assert ours[0]["note"] == "ring, gills and base all fit" and ours[1]["note"] == ""
+    assert REVIEW_TOKEN not in claims.decisions_path(served.feedback).read_text()

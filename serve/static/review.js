@@ -44,6 +44,10 @@
       return;
     }
     if (!response.ok) {
+      claims = []; // a refused token shows nothing, not the claims an earlier token loaded
+      $("claim").hidden = true;
+      $("empty").hidden = true;
+      $("photo").removeAttribute("src");
       status.textContent = "Not loaded: " + (await errorText(response));
       return;
     }
@@ -52,7 +56,8 @@
     index = 0;
     status.textContent = claims.length + " pending claim(s); " + body.reviewers_required +
       " distinct approval(s) needed for each.";
-    show();
+    await show();
+    if (claims.length) $("claim-title").focus(); // out of the token field, so the a / r / j / k keys work
   }
 
   async function show() {
