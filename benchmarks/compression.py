@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from mycolens.utils.paths import repo_root
+
+ROOT = repo_root(env=False)
 os.environ.setdefault("MYCOLENS_ROOT", str(ROOT))
 
 

@@ -20,7 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from mycolens.utils.paths import repo_root
+
+ROOT = repo_root(env=False)
 sys.path.insert(0, str(Path(__file__).parent))
 from seeds import run_stage  # noqa: E402  (runs scripts/X.py with a log, as the seeds benchmark does)
 

@@ -21,8 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from mycolens.utils.paths import repo_root
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = repo_root(env=False)
 CONF = ROOT / "conf"
 
 

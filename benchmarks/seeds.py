@@ -21,7 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from mycolens.utils.paths import repo_root
+
+ROOT = repo_root(env=False)
 STAGES = ("data.py", "train.py", "compress.py", "export.py", "evaluate.py")
 # figure -> (where: "served" | "teacher" | "compress", higher is better?)
 FIGURES = {

@@ -26,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from mycolens.utils.paths import repo_root
+
+ROOT = repo_root(env=False)
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MYCOLENS_ROOT", str(ROOT))

@@ -14,7 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from mycolens.utils.paths import repo_root
+
+ROOT = repo_root(env=False)
 BIN = Path(sys.executable).parent
 
 

@@ -1,11 +1,11 @@
 """Compose conf/ into params.yaml (DVC's view of the config), as `dvc exp run` does; a no-op inside `dvc exp run`."""
 
 import os
-from pathlib import Path
 
 from mycolens.params import sync_params_file
+from mycolens.utils.paths import repo_root
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = repo_root(env=False)  # params.yaml is composed without MYCOLENS_ROOT (see compose_params)
 
 if __name__ == "__main__":
     if os.environ.get("DVC_EXP_NAME"):

@@ -16,9 +16,10 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from mycolens.cli import quiet_environment, task
+from mycolens.utils.paths import repo_root
 
 quiet_environment()
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = repo_root(env=False)
 CONFIG = ROOT / "serve" / "config.yaml"
 sys.path.insert(0, str(ROOT))  # serve/ (the Serve app and its front) lives beside the package, at the edge
 

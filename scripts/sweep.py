@@ -12,9 +12,10 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from mycolens.cli import quiet_environment, task
+from mycolens.utils.paths import repo_root
 
 quiet_environment()
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = repo_root(env=False) / "conf"  # the conf/ beside this script, which Hydra composes
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sweep")

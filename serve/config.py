@@ -7,7 +7,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from mycolens.params import compose_config
-from mycolens.serving.settings import repo_root
+from mycolens.utils.paths import repo_root
 
 DEPLOYMENT_KEYS = (
     "name",

@@ -23,7 +23,8 @@ from mycolens.serving.hooks import IngressContext, PredictionHooks
 from mycolens.serving.images import answer_photos
 from mycolens.serving.metrics import ServeMetrics
 from mycolens.serving.model import ModelRunner
-from mycolens.serving.settings import Limits, ServeSettings, repo_root
+from mycolens.serving.settings import Limits, ServeSettings
+from mycolens.utils.paths import repo_root
 from serve.reload import ModelReload
 
 log = logging.getLogger("ray.serve")

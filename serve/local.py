@@ -8,7 +8,7 @@ import socket
 import time
 from typing import Any
 
-from mycolens.serving.settings import repo_root
+from mycolens.utils.paths import repo_root
 from serve.front import front_env
 
 

@@ -17,7 +17,6 @@ import torch
 
 from tests.conftest import compose, run_overrides, run_script
 
-ROOT = Path(__file__).resolve().parents[1]
 _CACHE: dict[str, Any] = {}
 
 

@@ -15,7 +15,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
+
 CONF = ROOT / "conf"
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 RAY_ENV = {

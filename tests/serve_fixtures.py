@@ -27,9 +27,8 @@ from mycolens.utils.io import sha256_file, write_json_atomic
 from mycolens.verdict.calibration import OOD_SCORE, energy_score, ood_threshold
 from mycolens.verdict.rule import VerdictRule
 from serve.local import free_port, ray_env, wait_ready  # noqa: F401  (re-exported for the tests)
-from tests.conftest import make_shards
+from tests.conftest import ROOT, make_shards
 
-ROOT = Path(__file__).resolve().parents[1]
 SERVE_CLI = str(ROOT / ".venv" / "bin" / "serve")
 IMAGE_SIZE = 32
 MEAN, STD = [0.45, 0.42, 0.35], [0.25, 0.24, 0.23]

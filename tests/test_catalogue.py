@@ -6,8 +6,7 @@ import pytest
 import yaml
 
 from mycolens.catalogue import CatalogueError, load_catalogue
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
 
 PAIRS = [
     ("cantharellus_cibarius", "omphalotus_illudens"),

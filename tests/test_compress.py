@@ -18,7 +18,6 @@ from mycolens.models.module import MushroomClassifier
 from tests.compress_fixtures import random_classifier, save_teacher, train_tiny_teacher
 from tests.conftest import compose, last_line, run_overrides, run_script
 
-ROOT = Path(__file__).resolve().parents[1]
 BACKBONES = ["small_cnn", "resnet18", "mobilenet_v3_small", "efficientnet_b0"]
 
 

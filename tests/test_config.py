@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -10,9 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from mycolens.training.run import build_callbacks, build_datamodule, build_loggers, build_module
-from tests.conftest import compose
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT, compose
 
 
 def options(group: str) -> list[str]:

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from serve.front import front_env, grpc_message_bytes
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 WORKFLOWS = ROOT / ".github" / "workflows"
 SERVE_CONFIG = ROOT / "serve" / "config.yaml"

@@ -22,10 +22,9 @@ from mycolens.monitoring.drift import DriftMonitor
 from mycolens.monitoring.offline import folder_drift, format_report
 from mycolens.monitoring.reference import ReferenceError, load_reference, write_reference
 from mycolens.monitoring.stats import bin_counts, bin_edges, ks_statistic, psi
-from tests.conftest import compose
+from tests.conftest import ROOT, compose
 from tests.serve_fixtures import make_model_dir, small_shards
 
-ROOT = Path(__file__).resolve().parents[1]
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 SIZE_FEATURES = {"log_pixels", "aspect_ratio"}
 LIGHT_FEATURES = {"brightness", "red", "green", "blue"}

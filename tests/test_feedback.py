@@ -23,9 +23,7 @@ from mycolens.monitoring.feedback import FeedbackError, check_feedback
 from mycolens.serving.hooks import IngressContext, PredictionHooks
 from mycolens.utils.io import write_json_atomic
 from serve import web
-from tests.conftest import FEEDBACK_REFUSALS, compose
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import FEEDBACK_REFUSALS, ROOT, compose
 
 
 def photo(seed: int = 0, size: tuple[int, int] = (96, 64), fmt: str = "JPEG", **save: Any) -> bytes:

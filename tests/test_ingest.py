@@ -16,9 +16,10 @@ import pytest
 from PIL import Image
 
 from mycolens.catalogue import load_catalogue
-from mycolens.cli import ROOT, UserError
+from mycolens.cli import UserError
 from mycolens.data.ingest import ingest_folder
 from mycolens.data.shards import SPLITS, read_manifest, read_split
+from tests.conftest import ROOT
 
 A, B = "cantharellus_cibarius", "omphalotus_illudens"
 SMALL = dict(image_size=32, max_side=48, min_side=32, splits={"train": 0.6, "val": 0.2, "test": 0.2}, seed=7)

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.ray_fixtures import PYTHON, ROOT, run_own_group, tiny_overrides
+from tests.conftest import ROOT
+from tests.ray_fixtures import PYTHON, run_own_group, tiny_overrides
 
 pytestmark = pytest.mark.slow
 

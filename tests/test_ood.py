@@ -19,14 +19,13 @@ from mycolens.inference.preprocess import normalize
 from mycolens.ood.input_stats import STAT_NAMES, InputStats
 from mycolens.ood.scored import MahalanobisScore, build_scored_net, scored_outputs, split_head
 from mycolens.verdict.rule import InputCheck, VerdictRule, judge
-from tests.conftest import OOD_SET_NAMES
+from tests.conftest import OOD_SET_NAMES, ROOT
 
 if TYPE_CHECKING:
     from tests.conftest_export import Workspace
 
 pytest_plugins = ["tests.conftest_export"]  # fixtures: workspace, exported
 
-ROOT = Path(__file__).resolve().parents[1]
 MEAN, STD = [0.3, 0.3, 0.2], [0.15, 0.15, 0.13]
 DANGER = [False, True, False]
 

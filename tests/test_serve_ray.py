@@ -21,6 +21,7 @@ import pytest
 
 from mycolens.inference.onnx_model import OnnxClassifier
 from serve.app import load_serve_config
+from tests.conftest import ROOT
 from tests.serve_fixtures import (
     ANSWER_FIELDS,
     bad_inputs,
@@ -197,7 +198,7 @@ def test_every_endpoint_and_field(served: Served) -> None:
         } <= paths
         page = c.get("/")
         assert page.status_code == 200
-        if (Path(__file__).resolve().parents[1] / "serve" / "web.py").is_file():
+        if (ROOT / "serve" / "web.py").is_file():
             assert {"/monitoring/drift", "/feedback"} <= paths  # the issue-7 router is plugged in
             assert c.get("/monitoring/drift").status_code in (200, 503)
 

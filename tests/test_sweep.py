@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from mycolens.tuning.space import build_param_space, flatten_space, is_sweep_override, objective_value, to_overrides
-from tests.ray_fixtures import PYTHON, ROOT, kill_group, run_own_group, start_own_group, tiny_overrides
+from tests.conftest import ROOT
+from tests.ray_fixtures import PYTHON, kill_group, run_own_group, start_own_group, tiny_overrides
 
 pytestmark = pytest.mark.slow
 

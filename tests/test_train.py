@@ -11,8 +11,6 @@ from mycolens.models.module import MushroomClassifier
 from mycolens.training.run import checkpoint_summary, evaluate_checkpoint, train
 from tests.conftest import TINY_DATA, compose, last_line, run_overrides, run_script
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.mark.parametrize("model", ["small_cnn", "resnet18", "mobilenet_v3_small", "efficientnet_b0"])
 def test_fast_dev_run_trains_every_backbone(make_cfg, model):

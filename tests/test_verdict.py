@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import yaml
 
 from mycolens.catalogue import load_catalogue
 from mycolens.verdict.rule import VerdictRule, decide, poisonous_probability
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 CAT = load_catalogue()
 DANGER = CAT.dangerous_mask
 CHANTERELLE, JACK = CAT.index("cantharellus_cibarius"), CAT.index("omphalotus_illudens")  # a look-alike pair

@@ -7,28 +7,17 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from mycolens.errors import UserError
-
-ROOT = Path(__file__).resolve().parents[2]  # where this package's source lives (an editable checkout)
-
-
-def project_root() -> Path:
-    """The checkout a command runs in: the parent of the running scripts/ folder, else the working directory."""
-    script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
-    if script is not None and script.parent.name == "scripts" and (script.parent.parent / "conf").is_dir():
-        return script.parent.parent
-    return Path.cwd()
-
+from mycolens.utils.paths import repo_root
 
 log = logging.getLogger("mycolens")
 
 
 def quiet_environment() -> None:
     """No telemetry, no network waits: DVC analytics, Ray usage stats and W&B stay local."""
-    os.environ.setdefault("MYCOLENS_ROOT", str(project_root()))
+    os.environ.setdefault("MYCOLENS_ROOT", str(repo_root()))
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
@@ -55,7 +44,7 @@ def prepare(cfg: Any) -> None:
     if cfg.get("dvc_params"):
         from mycolens.params import apply_params_file
 
-        applied = apply_params_file(cfg, Path(os.environ.get("MYCOLENS_ROOT", ".")) / "conf", cfg.dvc_params)
+        applied = apply_params_file(cfg, repo_root() / "conf", cfg.dvc_params)
         if applied:
             log.info("from %s: %s", cfg.dvc_params, ", ".join(applied))
 

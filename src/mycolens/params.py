@@ -11,6 +11,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mycolens.utils.io import write_bytes_atomic
+from mycolens.utils.paths import repo_root
 
 _DELETE = object()
 
@@ -23,7 +24,7 @@ def compose_config(
 ) -> DictConfig:
     """conf/<config_name>.yaml composed with Hydra `overrides`, unresolved; inside a Hydra app, in its search path.
 
-    conf_dir: the config folder (default: the conf/ of the checkout this package's source lives in).
+    conf_dir: the config folder (default: conf/ of repo_root(env=False), as DVC composes: MYCOLENS_ROOT aside).
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -31,7 +32,7 @@ def compose_config(
     args = {"config_name": config_name, "overrides": list(overrides or []), "return_hydra_config": return_hydra_config}
     if GlobalHydra.instance().is_initialized():  # inside a Hydra app (or a Tune actor) whose search path is conf/
         return compose(**args)
-    folder = Path(conf_dir) if conf_dir is not None else Path(__file__).resolve().parents[2] / "conf"
+    folder = Path(conf_dir) if conf_dir is not None else repo_root(env=False) / "conf"
     with initialize_config_dir(str(folder.resolve()), version_base="1.3"):
         return compose(**args)
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mycolens.utils.paths import repo_root
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -97,12 +99,6 @@ class ServeSettings:
     def reload_token(self) -> str | None:
         """The admin reload token from the environment; None (reload disabled) when unset or empty."""
         return os.environ.get(self.reload_token_env) or None
-
-
-def repo_root() -> Path:
-    """MYCOLENS_ROOT if set, else the checkout this package is installed from (editable install)."""
-    env = os.environ.get("MYCOLENS_ROOT")
-    return Path(env).resolve() if env else Path(__file__).resolve().parents[3]
 
 
 def resolve_path(path: str | Path, root: Path | None = None) -> Path:
