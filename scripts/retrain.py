@@ -26,15 +26,13 @@ def main(cfg: DictConfig) -> None:
     from mycolens.monitoring.retrain import RetrainPaths, run_retrain
 
     section = OmegaConf.to_container(cfg.retrain, resolve=True)
-    paths = RetrainPaths.from_config(
-        {k: v for k, v in section.items() if k not in ("gate", "variant", "reviewers_required")}
-    )
+    paths = RetrainPaths.from_config({k: v for k, v in section.items() if k not in ("variant", "reviewers_required")})
     given = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith(("retrain.", "task_name"))]
     try:
         run_retrain(
             paths,
             Path(__file__).parent,
-            GateLimits.from_config(section["gate"]),
+            GateLimits.from_config(cfg.export.safety_gate),
             str(section["variant"]),
             int(section["reviewers_required"]),
             given,

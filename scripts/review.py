@@ -1,4 +1,4 @@
-"""Review feedback claims: `python scripts/review.py [action=list|approve|reject|export|purge] [claim=ID]
+"""Review feedback claims: `python scripts/review.py [action=list|approve|reject|export|purge] [claim=ID|claim=[ID,ID]]
 [reviewer=NAME] [note=TEXT] [out=DIR] [status=pending|approved|rejected|used|all] [format=text|json]`.
 
 The queue is `monitoring.feedback.dir` (POST /feedback fills it); every decision is appended to its
@@ -45,19 +45,22 @@ def main(cfg: DictConfig) -> None:
                 raise UserError(f"give the claim: python scripts/review.py action={action} claim=<id> reviewer=<name>")
             if not cfg.reviewer:
                 raise UserError(f"give your name: python scripts/review.py action={action} claim=<id> reviewer=<name>")
-            state = claims.decide(
-                queue,
-                str(cfg.claim),
-                action,
-                str(cfg.reviewer),
-                note=str(cfg.note or ""),
-                via="cli",
-                reviewers_required=required,
-            )
-            print(
-                f"{state.claim.id}: {action}d by {cfg.reviewer}; status {state.status} "
-                f"({len(state.approved_by)}/{required} approvals, {len(state.rejected_by)} rejections)"
-            )
+            # one id, or a batch as a list (claim=[id1,id2]): each decision is logged on its own
+            ids = [str(cfg.claim)] if isinstance(cfg.claim, str) else [str(c) for c in cfg.claim]
+            for claim_id in ids:
+                state = claims.decide(
+                    queue,
+                    claim_id,
+                    action,
+                    str(cfg.reviewer),
+                    note=str(cfg.note or ""),
+                    via="cli",
+                    reviewers_required=required,
+                )
+                print(
+                    f"{state.claim.id}: {action}d by {cfg.reviewer}; status {state.status} "
+                    f"({len(state.approved_by)}/{required} approvals, {len(state.rejected_by)} rejections)"
+                )
         elif action == "export":
             if not cfg.out:
                 raise UserError("give the folder: python scripts/review.py action=export out=DIR")

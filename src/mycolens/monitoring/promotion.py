@@ -33,7 +33,7 @@ class PromotionRefused(ModelRefused):
 
 @dataclass(frozen=True)
 class GateLimits:
-    """conf/retrain.yaml's `retrain.gate` (see there for each value's meaning)."""
+    """The promotion limits of conf/export's `safety_gate` (see there for each value's meaning)."""
 
     max_recall_drop: float
     max_dangerous_edible_increase: int
