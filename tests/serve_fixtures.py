@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from mycolens.catalogue import load_catalogue
+from mycolens.inference.onnx_model import ANSWER_FIELDS
 from mycolens.utils.io import sha256_file, write_json_atomic
 from mycolens.verdict.calibration import OOD_SCORE, energy_score, ood_threshold
 from mycolens.verdict.rule import VerdictRule
@@ -34,12 +35,8 @@ IMAGE_SIZE = 32
 MEAN, STD = [0.45, 0.42, 0.35], [0.25, 0.24, 0.23]
 TEMPERATURE = 1.5  # model.json's; the OOD threshold is chosen on energy at this temperature
 
-# the fields of a /predict answer, as DESIGN.md's HTTP contract lists them (offline predict gives the same)
-ANSWER_FIELDS = {
-    *("species", "common_name", "edibility"),  # the catalogue entry
-    *("verdict", "confidence", "poisonous_probability", "abstained", "abstain_reason"),  # the safety verdict
-    *("top_k", "lookalikes", "model"),  # the evidence and which model gave it
-}
+# the fields of a /predict answer (offline predict gives the same): the answer's own, plus lookalikes and model
+PREDICTION_FIELDS = {*ANSWER_FIELDS, "lookalikes", "model"}
 
 
 for _k, _v in {"RAY_USAGE_STATS_ENABLED": "0", "MYCOLENS_ROOT": str(ROOT)}.items():

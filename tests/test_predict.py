@@ -17,7 +17,7 @@ from mycolens.inference.preprocess import load_for_model
 if TYPE_CHECKING:
     from tests.conftest_export import Workspace
 
-from tests.serve_fixtures import ANSWER_FIELDS
+from tests.serve_fixtures import PREDICTION_FIELDS
 
 pytest_plugins = ["tests.conftest_export"]  # fixtures: workspace, exported
 
@@ -50,10 +50,10 @@ def test_predict_one_file(workspace: Workspace, exported: dict, photos: Path) ->
     proc = workspace.run("predict.py", f"path={photos / 'good0.jpg'}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     answer = json.loads(proc.stdout)
-    assert set(answer) >= ANSWER_FIELDS and answer["file"] == str(photos / "good0.jpg")
+    assert set(answer) >= PREDICTION_FIELDS and answer["file"] == str(photos / "good0.jpg")
     assert answer["model"] == {"name": "mycolens", "version": exported["meta"]["version"], "variant": "int8"}
     want = expected(exported, photos / "good0.jpg", "int8")
-    assert {k: answer[k] for k in ANSWER_FIELDS} == want
+    assert {k: answer[k] for k in PREDICTION_FIELDS} == want
     assert answer["verdict"] in ("edible", "do_not_eat", "uncertain") and len(answer["top_k"]) == 3
 
 
@@ -74,9 +74,9 @@ def test_predict_folder_reports_bad_files(workspace: Workspace, exported: dict, 
     assert records["garbage.jpg"]["error"]["code"] == "not_image"
     assert records["truncated.jpg"]["error"]["code"] == "truncated"
     for name in ("good0.jpg", "good1.jpg", "good2.jpg", "good3.JPG"):
-        assert set(records[name]) >= ANSWER_FIELDS and "error" not in records[name]
+        assert set(records[name]) >= PREDICTION_FIELDS and "error" not in records[name]
         assert records[name]["model"]["variant"] == "fp32"
-    assert {k: records["good1.jpg"][k] for k in ANSWER_FIELDS} == expected(exported, photos / "good1.jpg", "fp32")
+    assert {k: records["good1.jpg"][k] for k in PREDICTION_FIELDS} == expected(exported, photos / "good1.jpg", "fp32")
     assert records["good3.JPG"]["species"] == records["good0.jpg"]["species"]  # same bytes, same answer
     assert "3 of 7 files were not usable images" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -23,7 +23,7 @@ from mycolens.inference.onnx_model import OnnxClassifier
 from serve.app import load_serve_config
 from tests.conftest import ROOT
 from tests.serve_fixtures import (
-    ANSWER_FIELDS,
+    PREDICTION_FIELDS,
     bad_inputs,
     free_port,
     good_inputs,
@@ -136,7 +136,7 @@ class Load:
             while not self._stop.is_set():
                 try:
                     r = predict(c)
-                    if r.status_code == 200 and set(r.json()) == ANSWER_FIELDS:
+                    if r.status_code == 200 and set(r.json()) == PREDICTION_FIELDS:
                         self.ok += 1
                         self.versions.add(r.json()["model"]["version"])
                     else:
@@ -158,7 +158,7 @@ class Load:
 def test_every_endpoint_and_field(served: Served) -> None:
     with httpx.Client(base_url=served.base, timeout=30) as c:
         r = predict(c, query="?top_k=5")
-        assert r.status_code == 200 and set(r.json()) == ANSWER_FIELDS and len(r.json()["top_k"]) == 5
+        assert r.status_code == 200 and set(r.json()) == PREDICTION_FIELDS and len(r.json()["top_k"]) == 5
         assert r.json()["model"] == {
             "name": "mycolens",
             "version": model_version(served.models["one"]),
@@ -210,7 +210,7 @@ def test_bad_input_never_hurts_the_service(served: Served) -> None:
             assert predict(c).status_code == 200, f"after {name}"
         for name, data in good_inputs().items():
             r = predict(c, data, f"{name}.img")
-            assert r.status_code == 200 and set(r.json()) == ANSWER_FIELDS, name
+            assert r.status_code == 200 and set(r.json()) == PREDICTION_FIELDS, name
         assert_error(
             c.post("/predict", content=b"\xff\xd8" + b"x" * 8_500_000, headers={"content-type": "image/jpeg"}),
             413,
@@ -235,7 +235,7 @@ def test_a_phone_sized_photo_over_4_mib_is_answered(served: Served) -> None:
     assert 4 * 2**20 < len(big) < 8_000_000
     with httpx.Client(base_url=served.base, timeout=60) as c:
         r = predict(c, big)
-        assert r.status_code == 200 and set(r.json()) == ANSWER_FIELDS, r.text
+        assert r.status_code == 200 and set(r.json()) == PREDICTION_FIELDS, r.text
 
 
 def test_v2_round_trip_equals_in_process_probabilities(served: Served) -> None:
@@ -275,7 +275,8 @@ def test_bounded_load_500_requests_16_concurrent(served: Served) -> None:
     ]
     assert not bad, bad[:5]
     assert all(
-        set(r.json()) == ANSWER_FIELDS and r.json()["verdict"] in ("edible", "do_not_eat", "uncertain") for r in results
+        set(r.json()) == PREDICTION_FIELDS and r.json()["verdict"] in ("edible", "do_not_eat", "uncertain")
+        for r in results
     )
 
 

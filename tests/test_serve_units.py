@@ -26,7 +26,7 @@ from mycolens.serving.uploads import extract_image, parse_multipart, parse_top_k
 from mycolens.verdict.rule import judge_outputs
 from serve.app import build_app, deployment_options, load_serve_config
 from tests.serve_fixtures import (
-    ANSWER_FIELDS,
+    PREDICTION_FIELDS,
     ROOT,
     bad_inputs,
     good_inputs,
@@ -99,7 +99,7 @@ def test_predict_has_every_contract_field_and_the_evaluation_verdict(
     r = post(client, data, query="?top_k=4")
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == ANSWER_FIELDS
+    assert set(body) == PREDICTION_FIELDS
     assert len(body["top_k"]) == 4 and all(set(t) == {"species", "probability", "edibility"} for t in body["top_k"])
     assert all(set(x) == {"species", "common_name", "edibility", "note"} for x in body["lookalikes"])
     assert body["model"] == {"name": "mycolens", "version": model_version(models["one"]), "variant": "int8"}
@@ -125,7 +125,7 @@ def test_bad_image_gets_its_status_and_the_next_request_succeeds(client: TestCli
 def test_unusual_but_valid_images_succeed(client: TestClient, name: str) -> None:
     r = post(client, good_inputs()[name], f"{name}.img")
     assert r.status_code == 200, r.text
-    assert set(r.json()) == ANSWER_FIELDS
+    assert set(r.json()) == PREDICTION_FIELDS
 
 
 def test_exif_rotation_is_applied() -> None:
@@ -163,7 +163,7 @@ def test_body_and_content_type_errors(client: TestClient) -> None:
         client.post("/predict", content=b"--x\r\nbroken", headers={"content-type": "multipart/form-data"}), 400
     )
     r = client.post("/predict", content=image_bytes(), headers={"content-type": "image/jpeg"})
-    assert r.status_code == 200 and set(r.json()) == ANSWER_FIELDS
+    assert r.status_code == 200 and set(r.json()) == PREDICTION_FIELDS
 
 
 def test_unknown_routes_and_methods_answer_contract_errors(client: TestClient) -> None:
