@@ -47,6 +47,15 @@ def test_compare_models_names_each_reason():
     assert edible_only["passed"]  # an edible species called edible more often is no safety matter
 
 
+def test_a_drop_exactly_at_the_limit_is_within_it():
+    """3 of 60 photos is a 5-point drop, which float subtraction makes 0.0500000001: not a reason to refuse."""
+    current = scores({"a": 58 / 60}, {}, 297 / 300)
+    at_limit = compare_models(current, scores({"a": 55 / 60}, {}, 294 / 300), LIMITS)
+    assert at_limit["passed"], at_limit["reasons"]
+    beyond = compare_models(current, scores({"a": 54 / 60}, {}, 293 / 300), LIMITS)
+    assert [r.split(":")[0].split(" ")[0] for r in beyond["reasons"]] == ["a", "OOD"]
+
+
 def poisoned_shards(src: Path, out: Path, deadly: str) -> Path:
     """`src` with every photo of `deadly` relabelled as EDIBLE_TARGET in train, val and test (as approved claims
     that went through a retrain would be): the poisoned model's own test split agrees with the poison."""
