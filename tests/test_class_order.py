@@ -12,11 +12,11 @@ import yaml
 
 from mycolens.catalogue import DEFAULT_CATALOGUE, Catalogue, load_catalogue
 from mycolens.cli import UserError
+from mycolens.data.inputs import load_images
 from mycolens.data.shards import ShardsError
 from mycolens.evaluation.evaluate import evaluate_variants
 from mycolens.export import export_model
 from mycolens.export.checkpoint import load_checkpoint, torch_logits
-from mycolens.export.inputs import load_images
 from mycolens.inference.onnx_model import OnnxClassifier
 from mycolens.training.run import build_datamodule, checkpoint_summary
 from tests.conftest_export import evaluation_args

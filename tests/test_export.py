@@ -14,9 +14,9 @@ import pytest
 
 from mycolens.catalogue import load_catalogue
 from mycolens.cli import UserError
+from mycolens.data.inputs import load_images
 from mycolens.export import ExportCheckFailed, export_model
 from mycolens.export.checkpoint import load_checkpoint, torch_logits
-from mycolens.export.inputs import load_images
 from mycolens.export.onnx_export import onnx_logits, session
 from mycolens.inference.onnx_model import OnnxClassifier, verify_model_dir
 from mycolens.utils.io import sha256_file

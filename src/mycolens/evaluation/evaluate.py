@@ -286,9 +286,9 @@ def evaluate_variants(
     every named OOD set against gate["min_ood_abstain"], OOD edible count against gate["max_ood_edible"]) and
     recorded under "safety_gate"; raising on failure is left to the caller.
     """
+    from mycolens.data.inputs import ImageCache
     from mycolens.evaluation.card import write_model_card
     from mycolens.evaluation.plots import plot_confusion, plot_reliability, plot_risk_coverage
-    from mycolens.export.inputs import ImageCache
     from mycolens.export.pipeline import named_ood_sets
 
     if served not in variants:

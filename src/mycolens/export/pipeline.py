@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from mycolens.catalogue import Catalogue
+from mycolens.data.inputs import load_images
 from mycolens.data.shards import check_catalogue, read_manifest
 from mycolens.errors import UserError
 from mycolens.export.checkpoint import check_class_order, count_params_flops, load_checkpoint
-from mycolens.export.inputs import load_images
 from mycolens.export.onnx_export import (
     INPUT_NAME,
     OUTPUT_NAME,
