@@ -25,16 +25,6 @@ def run(*cmd: str) -> None:
     subprocess.run(cmd, cwd=ROOT, check=True)
 
 
-def table(metrics: dict) -> str:
-    rows = [f"{'variant':<12}{'accuracy':>10}{'macro_f1':>10}{'unsafe_edible':>15}{'ood_abstain':>13}{'ece':>8}"]
-    for name, m in metrics["variants"].items():
-        rows.append(
-            f"{name:<12}{m['accuracy']:>10.4f}{m['macro_f1']:>10.4f}{m['unsafe_edible_rate']:>15.4f}"
-            f"{m['ood_abstain_rate']:>13.4f}{m.get('ece_scaled', m.get('ece', float('nan'))):>8.4f}"
-        )
-    return "\n".join(rows)
-
-
 def sample_image() -> Path:
     """One test-split photo written to reports/sample.jpg."""
     from mycolens.data.shards import read_split
@@ -95,8 +85,10 @@ def main() -> None:
     start = time.perf_counter()
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     run(str(BIN / "dvc"), "repro")
+    from mycolens.evaluation.summary import table  # the table scripts/evaluate.py prints
+
     metrics = json.loads((ROOT / "reports/metrics.json").read_text())
-    print("\nEvaluation on the test split (OOD: the not-a-mushroom set):\n" + table(metrics))
+    print("\nEvaluation on the test split (OOD: the not-a-mushroom sets; * served):\n" + table(metrics))
     image = sample_image()
     run(sys.executable, "scripts/predict.py", f"path={image}")
     if "--no-serve" not in sys.argv:
