@@ -34,7 +34,7 @@ def main(cfg: DictConfig) -> None:
         raise UserError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(ev.sources)}")
     from mycolens.ood.fit import OodSettings
 
-    rule = VerdictRule(**{k: float(v) for k, v in cfg.export.verdict.items()})
+    rule = VerdictRule.from_dict(cfg.export.verdict)
     ood = OodSettings.from_config(
         float(cfg.export.calibration.keep_in_distribution), OmegaConf.to_container(cfg.export.ood, resolve=True)
     )

@@ -176,7 +176,7 @@ def compress(cfg: DictConfig, publish: bool = True) -> dict[str, Any]:
             {"teacher": module.teacher, "student": module.net},
             datamodule,
             teacher.catalogue,
-            VerdictRule(**verdict),
+            VerdictRule.from_dict(verdict),
             device,
         )
         report = _report(ops, scores, pruning, fit_s, int(trainer.current_epoch), best)

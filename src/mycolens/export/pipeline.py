@@ -75,7 +75,7 @@ class ExportSettings:
         return cls(**{k: conf[k] for k in names if k in conf}, extra={k: v for k, v in conf.items() if k not in names})
 
     def rule(self) -> VerdictRule:
-        return VerdictRule(**{k: float(v) for k, v in self.verdict.items() if k != "ood_threshold"})
+        return VerdictRule.from_dict({k: v for k, v in self.verdict.items() if k != "ood_threshold"})  # fitted here
 
     def ood_settings(self) -> OodSettings:
         return OodSettings.from_config(float(self.calibration["keep_in_distribution"]), self.ood)

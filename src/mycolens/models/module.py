@@ -59,7 +59,7 @@ class MushroomClassifier(LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes=n)
         # the configured verdict rule (conf/export's `verdict`, passed by the builders); without one (a module
         # built by hand) the unsafe_edible_rate metrics are not logged
-        rule = VerdictRule(**{k: float(v) for k, v in verdict.items()}) if verdict else None
+        rule = VerdictRule.from_dict(verdict) if verdict else None
         self.val_unsafe = UnsafeEdibleRate(self.catalogue.dangerous_mask, rule) if rule else None
         self.test_unsafe = UnsafeEdibleRate(self.catalogue.dangerous_mask, rule) if rule else None
         self.val_recall = MulticlassRecall(num_classes=n, average=None)

@@ -56,7 +56,8 @@ class VerdictRule:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> VerdictRule:
-        """The rule as model.json writes it (older files without feature score or input checks still load)."""
+        """The rule from conf/export's `verdict` or as model.json writes it (older files without feature score or input
+        checks still load)."""
         scalars = {
             k: float(d[k])
             for k in ("edible_min_confidence", "poison_max", "do_not_eat_min", "ood_threshold", "feature_threshold")
