@@ -1,0 +1,376 @@
+// mycolens field mode: the served model answers on this device with ONNX Runtime Web (WASM), exactly as the server
+// does (mycolens.inference.preprocess, mycolens.inference.onnx_model.answers, mycolens.verdict.rule.judge).
+// Every number of the rule comes from the model's own model.json (GET /field/model.json); the ONNX file is checked
+// against model.json's sha256 before it runs. Loaded lazily: nothing is fetched until the first on-device answer.
+// window.mycolensField = {load(), answer(blob, topK), info()}.
+
+const ORT_BASE = "/field/ort/";
+const TOP_K = 3;
+const ALLOWED_TYPES = { "image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP" };
+const MAX_PIXELS = 40000000; // mycolens.inference.preprocess.decode_image's default
+let loading = null; // Promise of {ort, session, meta, variant, sha256, rule, ...}
+
+export class FieldError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.code = code;
+  }
+}
+
+async function sha256hex(buffer) {
+  const digest = await crypto.subtle.digest("SHA-256", buffer);
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function fetchBytes(url) {
+  const r = await fetch(url, { cache: "no-cache" });
+  if (!r.ok) throw new FieldError("model_unavailable", url + " answered HTTP " + r.status);
+  return { bytes: await r.arrayBuffer(), headers: r.headers };
+}
+
+// VerdictRule.from_dict of mycolens.verdict.rule: rule_for(meta, variant) takes the variant's own thresholds
+function ruleFor(meta, variant) {
+  const own = meta.verdict_by_variant && meta.verdict_by_variant[variant];
+  const d = own && Object.keys(own).length ? own : meta.verdict;
+  const num = (k) => (k in d ? Number(d[k]) : Infinity);
+  return {
+    edible_min_confidence: Number(d.edible_min_confidence),
+    poison_max: Number(d.poison_max),
+    do_not_eat_min: Number(d.do_not_eat_min),
+    ood_threshold: num("ood_threshold"),
+    feature_threshold: num("feature_threshold"),
+    input_checks: (d.input_checks || []).map((c) => ({
+      stat: Number(c.stat), bound: c.bound, threshold: Number(c.threshold), reason: String(c.reason),
+    })),
+  };
+}
+
+async function loadOnce() {
+  const ort = await import(ORT_BASE + "ort.wasm.min.mjs");
+  ort.env.wasm.wasmPaths = ORT_BASE;
+  ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+  ort.env.wasm.proxy = false;
+  const { bytes, headers } = await fetchBytes("/field/model.json");
+  const sha256 = await sha256hex(bytes);
+  const meta = JSON.parse(new TextDecoder().decode(bytes));
+  const served = headers.get("X-Mycolens-Variant") || "int8";
+  const tried = [];
+  for (const variant of [...new Set([served, "int8", "fp32"])]) {
+    const entry = meta.files && meta.files[variant];
+    if (!entry) continue;
+    try {
+      const file = await fetchBytes("/field/model/" + variant);
+      if ((await sha256hex(file.bytes)) !== entry.sha256) {
+        throw new FieldError("model_unavailable", entry.path + " differs from model.json's sha256");
+      }
+      const session = await ort.InferenceSession.create(new Uint8Array(file.bytes), {
+        executionProviders: ["wasm"],
+        graphOptimizationLevel: "all",
+      });
+      const cat = meta.catalogue;
+      const classes = cat.classes || cat.species;
+      return {
+        ort, session, meta, variant, sha256, tried,
+        rule: ruleFor(meta, variant),
+        classes,
+        byId: Object.fromEntries(classes.map((c) => [c.id, c])),
+        dangerous: classes.map((c) => c.edibility === "poisonous" || c.edibility === "deadly"),
+      };
+    } catch (e) {
+      tried.push(variant + ": " + (e && e.message ? e.message : String(e)));
+    }
+  }
+  throw new FieldError("model_unavailable", "no model file runs on this device (" + tried.join("; ") + ")");
+}
+
+export function load() {
+  if (!loading) loading = loadOnce().catch((e) => { loading = null; throw e; });
+  return loading;
+}
+
+// ---------------------------------------------------------------- preprocessing (PIL's, bit for bit)
+
+// decode_image: EXIF orientation applied, transparency over white, RGB; returns {data: RGBA bytes, width, height}
+async function decode(blob) {
+  if (!blob || blob.size === 0) throw new FieldError("empty", "empty file: zero bytes");
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(blob, {
+      imageOrientation: "from-image", premultiplyAlpha: "none", colorSpaceConversion: "none",
+    });
+  } catch (e) {
+    if (blob.type && !ALLOWED_TYPES[blob.type] && blob.type.startsWith("image/")) {
+      throw new FieldError("unsupported", "unsupported image type " + blob.type + "; send one of JPEG, PNG, WEBP");
+    }
+    throw new FieldError("not_image", "not an image (no known image header)");
+  }
+  const { width, height } = bitmap;
+  if (width * height > MAX_PIXELS) {
+    bitmap.close();
+    throw new FieldError("too_large", "image of " + width + "x" + height + " pixels is over the limit of " + MAX_PIXELS);
+  }
+  const canvas = new OffscreenCanvas(width, height);
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  ctx.fillStyle = "#ffffff";
+  ctx.fillRect(0, 0, width, height);
+  ctx.drawImage(bitmap, 0, 0);
+  bitmap.close();
+  return { data: ctx.getImageData(0, 0, width, height).data, width, height };
+}
+
+// Pillow's Resample.c precompute_coeffs for the bilinear (triangle) filter, support scaled by the downscale factor,
+// then normalize_coeffs_8bpc's fixed point (PRECISION_BITS = 22)
+const PRECISION_BITS = 22;
+function coeffs(inSize, outSize) {
+  const scale = inSize / outSize;
+  const filterscale = scale < 1.0 ? 1.0 : scale;
+  const support = 1.0 * filterscale;
+  const ksize = Math.ceil(support) * 2 + 1;
+  const kk = new Float64Array(outSize * ksize);
+  const bounds = new Int32Array(outSize * 2);
+  for (let xx = 0; xx < outSize; xx++) {
+    const center = (xx + 0.5) * scale;
+    const ss = 1.0 / filterscale;
+    let xmin = Math.trunc(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    let xmax = Math.trunc(center + support + 0.5);
+    if (xmax > inSize) xmax = inSize;
+    xmax -= xmin;
+    let ww = 0.0;
+    for (let x = 0; x < xmax; x++) {
+      let t = (x + xmin - center + 0.5) * ss;
+      if (t < 0.0) t = -t;
+      const w = t < 1.0 ? 1.0 - t : 0.0;
+      kk[xx * ksize + x] = w;
+      ww += w;
+    }
+    for (let x = 0; x < xmax; x++) if (ww !== 0.0) kk[xx * ksize + x] /= ww;
+    bounds[xx * 2] = xmin;
+    bounds[xx * 2 + 1] = xmax;
+  }
+  const fixed = new Float64Array(kk.length);
+  for (let i = 0; i < kk.length; i++) {
+    const v = kk[i] * (1 << PRECISION_BITS);
+    fixed[i] = kk[i] < 0 ? Math.trunc(-0.5 + v) : Math.trunc(0.5 + v);
+  }
+  return { k: fixed, bounds, ksize };
+}
+
+function clip8(v) {
+  if (v >= 2 ** (PRECISION_BITS + 8)) return 255;
+  if (v <= 0) return 0;
+  return Math.floor(v / 2 ** PRECISION_BITS);
+}
+
+// Image.resize((w, h), BILINEAR, reducing_gap=None) on RGB: ImagingResampleInner's horizontal then vertical pass
+function resizeBilinear(src, w, h, nw, nh) {
+  const half = 2 ** (PRECISION_BITS - 1);
+  const needH = nw !== w;
+  const needV = nh !== h;
+  const cv = coeffs(h, nh);
+  let img = src;
+  let iw = w;
+  let ih = h;
+  if (needH) {
+    const ch = coeffs(w, nw);
+    const yFirst = cv.bounds[0];
+    const yLast = cv.bounds[nh * 2 - 2] + cv.bounds[nh * 2 - 1];
+    if (needV) for (let i = 0; i < nh; i++) cv.bounds[i * 2] -= yFirst;
+    const rows = needV ? yLast - yFirst : h;
+    const offset = needV ? yFirst : 0;
+    const out = new Uint8ClampedArray(nw * rows * 4);
+    for (let yy = 0; yy < rows; yy++) {
+      const row = (yy + offset) * w * 4;
+      for (let xx = 0; xx < nw; xx++) {
+        const xmin = ch.bounds[xx * 2];
+        const xmax = ch.bounds[xx * 2 + 1];
+        const kb = xx * ch.ksize;
+        let s0 = half;
+        let s1 = half;
+        let s2 = half;
+        for (let x = 0; x < xmax; x++) {
+          const p = row + (x + xmin) * 4;
+          const k = ch.k[kb + x];
+          s0 += img[p] * k;
+          s1 += img[p + 1] * k;
+          s2 += img[p + 2] * k;
+        }
+        const o = (yy * nw + xx) * 4;
+        out[o] = clip8(s0);
+        out[o + 1] = clip8(s1);
+        out[o + 2] = clip8(s2);
+        out[o + 3] = 255;
+      }
+    }
+    img = out;
+    iw = nw;
+    ih = rows;
+  }
+  if (needV) {
+    const out = new Uint8ClampedArray(iw * nh * 4);
+    for (let yy = 0; yy < nh; yy++) {
+      const ymin = cv.bounds[yy * 2];
+      const ymax = cv.bounds[yy * 2 + 1];
+      const kb = yy * cv.ksize;
+      for (let xx = 0; xx < iw; xx++) {
+        let s0 = half;
+        let s1 = half;
+        let s2 = half;
+        for (let y = 0; y < ymax; y++) {
+          const p = ((y + ymin) * iw + xx) * 4;
+          const k = cv.k[kb + y];
+          s0 += img[p] * k;
+          s1 += img[p + 1] * k;
+          s2 += img[p + 2] * k;
+        }
+        const o = (yy * iw + xx) * 4;
+        out[o] = clip8(s0);
+        out[o + 1] = clip8(s1);
+        out[o + 2] = clip8(s2);
+        out[o + 3] = 255;
+      }
+    }
+    img = out;
+    ih = nh;
+  }
+  return { data: img, width: iw, height: ih };
+}
+
+// resize_center_crop + normalize: float32 NCHW (1, 3, size, size)
+export function preprocess(rgba, w, h, pre) {
+  const size = Number(pre.image_size);
+  const scale = size / Math.min(w, h);
+  const nw = Math.max(size, pyRound(w * scale));
+  const nh = Math.max(size, pyRound(h * scale));
+  let img = { data: rgba, width: w, height: h };
+  if (nw !== w || nh !== h) img = resizeBilinear(rgba, w, h, nw, nh);
+  const left = Math.floor((nw - size) / 2);
+  const top = Math.floor((nh - size) / 2);
+  const x = new Float32Array(3 * size * size);
+  const mean = pre.mean.map(Math.fround);
+  const std = pre.std.map(Math.fround);
+  for (let c = 0; c < 3; c++) {
+    for (let y = 0; y < size; y++) {
+      for (let xx = 0; xx < size; xx++) {
+        const v = Math.fround(img.data[((y + top) * img.width + xx + left) * 4 + c] / 255);
+        x[c * size * size + y * size + xx] = Math.fround(Math.fround(v - mean[c]) / std[c]);
+      }
+    }
+  }
+  return x;
+}
+
+// Python's round() for the resize sizes: halves go to the even neighbour
+function pyRound(v) {
+  const f = Math.floor(v);
+  const d = v - f;
+  if (d > 0.5) return f + 1;
+  if (d < 0.5) return f;
+  return f % 2 === 0 ? f : f + 1;
+}
+
+// ---------------------------------------------------------------- the answer (mycolens.inference.onnx_model)
+
+// numpy's sum of a contiguous float64 row (pairwise: eight partial sums for 8..128 elements)
+function npSum(a) {
+  const n = a.length;
+  if (n < 8) {
+    let res = 0.0;
+    for (let i = 0; i < n; i++) res += a[i];
+    return res;
+  }
+  const r = a.slice(0, 8);
+  let i = 8;
+  for (; i < n - (n % 8); i += 8) for (let j = 0; j < 8; j++) r[j] += a[i + j];
+  let res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+  for (; i < n; i++) res += a[i];
+  return res;
+}
+
+function round6(v) {
+  return Number(v.toFixed(6));
+}
+
+// softmax(logits, T) and energy_score(logits, T) of mycolens.verdict.calibration, in float64
+function calibrate(logits, t) {
+  const z = Array.from(logits, (v) => v / t);
+  const m = Math.max(...z);
+  const e = z.map((v) => Math.exp(v - m));
+  const total = npSum(e);
+  return { probs: e.map((v) => v / total), energy: -t * (m + Math.log(total)) };
+}
+
+// mycolens.verdict.rule.judge for one row: [verdict, abstain reason or null]
+function judge(probs, dangerous, rule, energy, featureScore, stats) {
+  const pDanger = npSum(probs.filter((_, i) => dangerous[i]));
+  let top = 0;
+  for (let i = 1; i < probs.length; i++) if (probs[i] > probs[top]) top = i;
+  const conf = probs[top];
+  if (stats) {
+    for (const c of rule.input_checks) {
+      const v = stats[c.stat];
+      if (c.bound === "min" ? v < c.threshold : v > c.threshold) return ["uncertain", c.reason];
+    }
+  }
+  let unlike = energy > rule.ood_threshold;
+  if (featureScore !== null) unlike = unlike || featureScore > rule.feature_threshold;
+  if (unlike) return ["uncertain", "unlike_training_data"];
+  if (dangerous[top] || pDanger >= rule.do_not_eat_min) return ["do_not_eat", null];
+  if (conf >= rule.edible_min_confidence && pDanger < rule.poison_max) return ["edible", null];
+  return ["uncertain", "low_confidence"];
+}
+
+// OnnxClassifier.answer_outputs + answers for one photo
+function answerOf(m, outputs, topK) {
+  const names = m.session.outputNames;
+  const logits = outputs[names[0]].data;
+  const t = Number(m.meta.temperature);
+  const { probs, energy } = calibrate(logits, t);
+  const feature = "feature_score" in outputs ? Number(outputs.feature_score.data[0]) : null;
+  const stats = "input_stats" in outputs ? Array.from(outputs.input_stats.data, Number) : null;
+  const [verdict, reason] = judge(probs, m.dangerous, m.rule, energy, feature, stats);
+  const pDanger = npSum(probs.filter((_, i) => m.dangerous[i]));
+  const order = probs.map((p, i) => i).sort((a, b) => probs[b] - probs[a]);
+  const k = Math.max(1, Math.min(topK, probs.length));
+  const top = m.classes[order[0]];
+  return {
+    species: top.id,
+    common_name: top.common_name,
+    edibility: top.edibility,
+    verdict,
+    confidence: round6(probs[order[0]]),
+    poisonous_probability: round6(pDanger),
+    abstained: verdict === "uncertain",
+    abstain_reason: reason,
+    top_k: order.slice(0, k).map((i) => ({
+      species: m.classes[i].id, probability: round6(probs[i]), edibility: m.classes[i].edibility,
+    })),
+    lookalikes: (top.lookalikes || []).map((s) => {
+      const c = m.byId[s] || { id: s };
+      return { species: s, common_name: c.common_name, edibility: c.edibility, note: c.note || "" };
+    }),
+    model: { name: m.meta.name, version: m.meta.version, variant: m.variant },
+    source: "device",
+    model_sha256: m.sha256,
+    probabilities: probs,
+  };
+}
+
+// The on-device answer for a photo (a File or Blob): the /predict answer's fields, plus source "device",
+// model_sha256 (the model.json hash) and the full calibrated probabilities
+export async function answer(blob, topK = TOP_K) {
+  const m = await load();
+  const img = await decode(blob);
+  const size = Number(m.meta.preprocessing.image_size);
+  const x = preprocess(img.data, img.width, img.height, m.meta.preprocessing);
+  const feeds = { [m.session.inputNames[0]]: new m.ort.Tensor("float32", x, [1, 3, size, size]) };
+  const outputs = await m.session.run(feeds);
+  return answerOf(m, outputs, topK);
+}
+
+export async function info() {
+  const m = await load();
+  return { name: m.meta.name, version: m.meta.version, variant: m.variant, model_sha256: m.sha256, tried: m.tried };
+}
+
+self.mycolensField = { load, answer, info, FieldError };

@@ -1,0 +1,242 @@
+"""Field mode: the page's on-device answers (ONNX Runtime Web in Debian's Chromium) against the server's /predict for
+the same bytes, through the real Ray Serve app.
+
+The device path (serve/static/field.js, window.mycolensField.answer) decodes with EXIF orientation, resizes with
+Pillow's bilinear resampling re-implemented on the pixel array, normalises, runs the served ONNX file and applies
+model.json's temperature, energy OOD threshold, feature score, input checks and verdict rule.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from mycolens.data.shards import read_split
+from tests.conftest import make_shards
+from tests.serve_fixtures import (
+    IMAGE_SIZE,
+    exif_rotated_jpeg,
+    free_port,
+    make_model_dir,
+    model_version,
+    serve_run_config,
+    start_ray,
+    wait_ready,
+    write_serve_config,
+)
+from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, PROXY
+
+pytestmark = pytest.mark.slow
+MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+
+
+@dataclass
+class Field:
+    base: str
+    model_dir: Path
+    shards: Path
+
+
+@pytest.fixture(scope="module")
+def field(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Field]:
+    """Shards with a test split (252 photos) and an OOD split, a tiny model folder, served (int8) by `serve run`."""
+    import ray
+    from ray import serve
+
+    tmp = tmp_path_factory.mktemp("field")
+    shards = make_shards(
+        tmp / "shards", image_size=IMAGE_SIZE, specimens_per_class=24, photos_per_specimen=3, ood_images=48, seed=3
+    )
+    model_dir = make_model_dir(tmp)
+    overrides = [
+        f"serve.model_dir={model_dir}",
+        "serve.variant=int8",
+        "serve.model.ray_actor_options.num_cpus=0.5",
+        "serve.ingress.ray_actor_options.num_cpus=0.25",
+        f"monitoring.feedback.dir={tmp / 'feedback'}",
+    ]
+    start_ray(PROXY)
+    port = free_port()
+    config = write_serve_config(tmp / "serve.yaml", port, overrides, {"model_dir": str(model_dir), "variant": "int8"})
+    gcs = ray.get_runtime_context().gcs_address
+    try:
+        proc = serve_run_config(config, gcs)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(base, version=model_version(model_dir))
+        yield Field(base, model_dir, shards)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def encode(img: Image.Image, fmt: str, **save) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **save)
+    return buf.getvalue()
+
+
+def not_mushrooms(seed: int = 7) -> list[tuple[str, bytes, str]]:
+    """Generated non-mushroom images of other sizes than the model's (the resize path): noise, gradients, stripes,
+    a chessboard, flat colour, shapes and text, in JPEG, PNG and WebP."""
+    rng = np.random.default_rng(seed)
+    out: list[tuple[str, bytes, str]] = []
+    sizes = [(45, 37), (64, 48), (100, 75), (37, 80), (120, 90), (33, 33), (200, 150), (50, 101)]
+    for i in range(48):
+        w, h = sizes[i % len(sizes)]
+        kind = i % 6
+        if kind == 0:
+            arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        elif kind == 1:
+            gx = np.linspace(0, 255, w)[None, :, None]
+            gy = np.linspace(255, 0, h)[:, None, None]
+            arr = np.broadcast_to((gx * rng.random(3) + gy * rng.random(3)) / 2, (h, w, 3)).astype(np.uint8)
+        elif kind == 2:
+            period = int(rng.integers(2, 9))
+            arr = (((np.arange(w)[None, :] // period) % 2) * 255 * np.ones((h, 1)))[..., None].repeat(3, -1)
+            arr = arr.astype(np.uint8)
+        elif kind == 3:
+            cell = int(rng.integers(3, 12))
+            board = ((np.arange(h)[:, None] // cell + np.arange(w)[None, :] // cell) % 2) * 255
+            arr = board[..., None].repeat(3, -1).astype(np.uint8)
+        elif kind == 4:
+            arr = np.full((h, w, 3), rng.integers(0, 256, 3), dtype=np.uint8)
+        else:
+            img = Image.new("RGB", (w, h), tuple(int(v) for v in rng.integers(0, 256, 3)))
+            d = ImageDraw.Draw(img)
+            d.ellipse((w // 5, h // 5, w // 2, h // 2), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+            d.text((2, h // 2), "not a mushroom", fill=(0, 0, 0))
+            arr = np.asarray(img)
+        fmt = ("PNG", "JPEG", "WEBP")[i % 3]
+        save = {"quality": 90} if fmt == "JPEG" else ({"lossless": True} if fmt == "WEBP" else {})
+        out.append((f"generated-{i}.{fmt.lower()}", encode(Image.fromarray(arr, "RGB"), fmt, **save), MIME[fmt]))
+    return out
+
+
+def resized_photos(photos: list[bytes]) -> list[tuple[str, bytes, str]]:
+    """Test photos at other sizes (larger and smaller than the model's input) and EXIF-rotated: the resize path."""
+    out = []
+    sizes = [(45, 37), (64, 48), (97, 131), (40, 40), (29, 41), (150, 100)]
+    for i, data in enumerate(photos[:24]):
+        img = Image.open(io.BytesIO(data)).convert("RGB").resize(sizes[i % len(sizes)], Image.Resampling.LANCZOS)
+        fmt = "PNG" if i % 2 else "JPEG"
+        out.append((f"resized-{i}.{fmt.lower()}", encode(img, fmt), MIME[fmt]))
+    for i in range(4):
+        out.append((f"exif-{i}.jpg", exif_rotated_jpeg((80 + 10 * i, 40 + 5 * i)), "image/jpeg"))
+    return out
+
+
+DEVICE_ANSWERS = """
+async (items) => {
+  const field = window.mycolensField;
+  const info = await field.info();
+  const answers = [];
+  const t0 = performance.now();
+  for (const [name, b64, type] of items) {
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    try {
+      answers.push(await field.answer(new Blob([bytes], { type }), 100));
+    } catch (e) {
+      answers.push({ error: { code: e.code || "", message: String(e.message || e) } });
+    }
+  }
+  return { info, answers, ms: performance.now() - t0 };
+}
+"""
+
+
+def test_device_answers_agree_with_the_server(browser, field, tmp_path):
+    started = time.perf_counter()
+    meta = json.loads((field.model_dir / "model.json").read_text())
+    n_classes = len(meta["classes"])
+    test_photos = [b.as_py() for b in read_split(field.shards, "test", ["image"]).column("image")]
+    ood = [b.as_py() for b in read_split(field.shards, "ood", ["image"]).column("image")]
+    assert len(test_photos) >= 200 and len(ood) >= 40
+    items = (
+        [(f"test-{i}.jpg", b, "image/jpeg") for i, b in enumerate(test_photos)]
+        + [(f"ood-{i}.jpg", b, "image/jpeg") for i, b in enumerate(ood)]
+        + not_mushrooms()
+        + resized_photos(test_photos)
+    )
+
+    with httpx.Client(base_url=field.base, timeout=60) as c:
+        server = []
+        for name, data, mime in items:
+            r = c.post(f"/predict?top_k={n_classes}", files={"file": (name, data, mime)})
+            assert r.status_code == 200, (name, r.text)
+            server.append(r.json())
+        mj = c.get("/field/model.json")
+        assert mj.status_code == 200 and mj.headers["x-mycolens-variant"] == "int8"
+        assert c.get("/field/model.json", headers={"If-None-Match": mj.headers["etag"]}).status_code == 304
+    server_s = time.perf_counter() - started
+
+    page = browser.new_page()
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(field.base + "/")
+    page.wait_for_function("window.mycolensField !== undefined")
+    payload = [[n, base64.b64encode(d).decode(), m] for n, d, m in items]
+    out = page.evaluate(DEVICE_ANSWERS, payload)
+    page.close()
+
+    info, device = out["info"], out["answers"]
+    assert info["model_sha256"] == mj.headers["etag"].strip('"')
+    assert info["version"] == meta["version"] and info["variant"] == "int8", info
+    assert all(u.startswith(field.base) or u.startswith(("blob:", "data:")) for u in requests), requests
+    assert any("/field/ort/ort-wasm-simd-threaded.wasm" in u for u in requests)
+
+    errors = [(items[i][0], d["error"]) for i, d in enumerate(device) if "error" in d]
+    assert not errors, errors[:5]
+    verdict_same = top1_same = 0
+    unsafe, max_diff, disagreements = [], 0.0, []
+    for (name, _, _), s, d in zip(items, server, device, strict=True):
+        verdict_same += s["verdict"] == d["verdict"]
+        top1_same += s["species"] == d["species"]
+        if d["verdict"] == "edible" and s["verdict"] != "edible":
+            unsafe.append(name)
+        if s["verdict"] != d["verdict"] or s["species"] != d["species"]:
+            disagreements.append((name, s["verdict"], d["verdict"], s["abstain_reason"], d["abstain_reason"]))
+        probs = {t["species"]: t["probability"] for t in s["top_k"]}
+        for t in d["top_k"]:
+            max_diff = max(max_diff, abs(probs[t["species"]] - t["probability"]))
+        assert d["model"] == s["model"]
+    n = len(items)
+    report = {
+        "photos": n,
+        "test_split": len(test_photos),
+        "not_a_mushroom": len(ood) + len(not_mushrooms()),
+        "verdict_agreement": round(verdict_same / n, 4),
+        "top1_agreement": round(top1_same / n, 4),
+        "device_edible_server_not": len(unsafe),
+        "max_abs_probability_difference": max_diff,
+        "device_ms_per_photo": round(out["ms"] / n, 2),
+        "server_s": round(server_s, 1),
+        "variant": info["variant"],
+    }
+    print("field-mode parity:", json.dumps(report))
+    (tmp_path / "parity.json").write_text(json.dumps({**report, "disagreements": disagreements}, indent=2))
+    assert not unsafe, unsafe
+    assert verdict_same / n >= 0.99, disagreements[:10]
+    assert top1_same / n >= 0.99, disagreements[:10]
