@@ -9,6 +9,7 @@ model.json's temperature, energy OOD threshold, feature score, input checks and 
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import time
@@ -240,3 +241,48 @@ def test_device_answers_agree_with_the_server(browser, field, tmp_path):
     assert not unsafe, unsafe
     assert verdict_same / n >= 0.99, disagreements[:10]
     assert top1_same / n >= 0.99, disagreements[:10]
+
+
+def test_the_page_installs_and_answers_on_the_device_offline(browser, field, tmp_path):
+    photo = [b.as_py() for b in read_split(field.shards, "test", ["image"]).column("image")][5]
+    photo_file = tmp_path / "mushroom.jpg"
+    photo_file.write_bytes(photo)
+    with httpx.Client(base_url=field.base, timeout=60) as c:
+        api = c.post("/predict?top_k=5", files={"file": ("mushroom.jpg", photo, "image/jpeg")}).json()
+        manifest = c.get("/static/manifest.webmanifest")
+        assert manifest.status_code == 200 and manifest.json()["start_url"] == "/"
+        assert c.get("/sw.js").headers["content-type"].startswith("text/javascript")
+    model_sha = hashlib.sha256((field.model_dir / "model.json").read_bytes()).hexdigest()
+
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(field.base + "/")
+    # the service worker keeps the page, scripts, ONNX Runtime Web and the served model, then controls the page
+    page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=60_000)
+    kept = page.evaluate(
+        "caches.open('mycolens-field-v1').then((c) => c.keys()).then((k) => k.map((r) => new URL(r.url).pathname))"
+    )
+    assert {"/", "/static/field.js", "/field/ort/ort-wasm-simd-threaded.wasm", "/field/model.json"} <= set(kept)
+    assert "/field/model/int8" in kept
+
+    page.get_by_label("Choose a photo").set_input_files(photo_file)  # online, automatic: the server answers
+    page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+    assert page.locator("#answer-source").get_attribute("data-source") == "server"
+
+    context.set_offline(True)
+    page.reload()
+    page.wait_for_selector("#file", state="attached")
+    assert page.evaluate("fetch('/healthz').then(() => 'reached', () => 'offline')") == "offline"
+    page.get_by_label("Choose a photo").set_input_files(photo_file)
+    page.wait_for_selector("#result:not([hidden]), #error:not([hidden])", timeout=60_000)
+    assert page.locator("#error").is_hidden(), page.locator("#error-message").inner_text()
+    source = page.locator("#answer-source")
+    assert source.get_attribute("data-source") == "device"
+    assert source.get_attribute("data-model-sha256") == model_sha
+    assert model_sha[:12] in source.inner_text() and "this device" in source.inner_text()
+    assert page.locator("#verdict").get_attribute("data-verdict") == api["verdict"]
+    assert page.locator("#common-name").get_attribute("data-species") == api["species"]
+    assert page.locator("#common-name").inner_text() == api["common_name"]
+    assert page.locator("#topk-body tr").count() == len(api["top_k"])
+    page.screenshot(path=str(tmp_path / "field-offline.png"), full_page=True)
+    context.close()

@@ -370,7 +370,12 @@ export async function answer(blob, topK = TOP_K) {
 
 export async function info() {
   const m = await load();
-  return { name: m.meta.name, version: m.meta.version, variant: m.variant, model_sha256: m.sha256, tried: m.tried };
+  return {
+    name: m.meta.name, version: m.meta.version, variant: m.variant, model_sha256: m.sha256, tried: m.tried,
+    classes: m.classes.map((c) => ({
+      id: c.id, common_name: c.common_name, scientific_name: c.scientific_name, edibility: c.edibility,
+    })),
+  };
 }
 
 self.mycolensField = { load, answer, info, FieldError };
