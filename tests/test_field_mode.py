@@ -23,6 +23,11 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mycolens.data.shards import read_split
+from mycolens.inference.onnx_model import OnnxClassifier
+from mycolens.inference.preprocess import load_for_model
+from mycolens.utils.io import write_json_atomic
+from mycolens.verdict.calibration import energy_score
+from mycolens.verdict.rule import VerdictRule
 from tests.conftest import make_shards
 from tests.serve_fixtures import (
     IMAGE_SIZE,
@@ -48,6 +53,41 @@ class Field:
     shards: Path
 
 
+def between(values: np.ndarray, q: float) -> float:
+    """A threshold between two neighbouring values at quantile q (never on a value, so no ties decide)."""
+    v = np.sort(np.asarray(values, dtype=np.float64)[np.isfinite(values)])
+    i = min(max(1, int(q * len(v))), len(v) - 1)
+    return float((v[i - 1] + v[i]) / 2)
+
+
+def spread_int8_rule(model_dir: Path, shards: Path) -> None:
+    """Give the int8 file thresholds of its own (model.json's verdict_by_variant) that split the test photos over
+    every branch of the rule: each input check, the energy and feature scores, do_not_eat, edible, low confidence.
+    The tiny test model's fitted rule abstains on nearly every real photo, which would make verdict parity trivial."""
+    clf = OnnxClassifier.load(model_dir, "int8", threads=1)
+    pre = clf.preprocessing
+    photos = [b.as_py() for s in ("test", "ood") for b in read_split(shards, s, ["image"]).column("image")]
+    x = np.stack([load_for_model(d, int(pre["image_size"]), pre["mean"], pre["std"]) for d in photos])
+    outs = clf.outputs(x)
+    probs = clf.probabilities(outs["logits"])
+    p_danger = probs[:, np.asarray(clf.catalogue.dangerous_mask)].sum(axis=1)
+    checks = [
+        {**c, "threshold": between(outs["input_stats"][:, c["stat"]], 0.04 if c["bound"] == "min" else 0.96)}
+        for c in clf.rule.to_dict()["input_checks"]
+    ]
+    rule = {
+        "edible_min_confidence": between(probs.max(axis=1), 0.3),
+        "poison_max": between(p_danger, 0.6),
+        "do_not_eat_min": between(p_danger, 0.6),
+        "ood_threshold": between(energy_score(outs["logits"], float(clf.meta["temperature"])), 0.9),
+        "feature_threshold": between(outs["feature_score"].reshape(-1), 0.9),
+        "input_checks": checks,
+    }
+    meta = json.loads((model_dir / "model.json").read_text())
+    meta["verdict_by_variant"] = {"int8": VerdictRule.from_dict(rule).to_dict()}
+    write_json_atomic(model_dir / "model.json", meta)
+
+
 @pytest.fixture(scope="module")
 def field(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Field]:
     """Shards with a test split (252 photos) and an OOD split, a tiny model folder, served (int8) by `serve run`."""
@@ -59,6 +99,7 @@ def field(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Field]:
         tmp / "shards", image_size=IMAGE_SIZE, specimens_per_class=24, photos_per_specimen=3, ood_images=48, seed=3
     )
     model_dir = make_model_dir(tmp)
+    spread_int8_rule(model_dir, shards)
     overrides = [
         f"serve.model_dir={model_dir}",
         "serve.variant=int8",
@@ -149,6 +190,22 @@ def resized_photos(photos: list[bytes]) -> list[tuple[str, bytes, str]]:
     return out
 
 
+def rule_flags(
+    rule: VerdictRule, dangerous: np.ndarray, probs: np.ndarray, energy: float, feature: float, stats: np.ndarray
+) -> list[bool]:
+    """Every comparison the verdict rule makes for one photo (mycolens.verdict.rule.judge), in order."""
+    p_danger = float(np.asarray(probs)[dangerous].sum())
+    return [
+        *(bool(c.fails(np.asarray([stats[c.stat]]))[0]) for c in rule.input_checks),
+        energy > rule.ood_threshold,
+        feature > rule.feature_threshold,
+        bool(dangerous[int(np.argmax(probs))]),
+        p_danger >= rule.do_not_eat_min,
+        float(np.max(probs)) >= rule.edible_min_confidence,
+        p_danger < rule.poison_max,
+    ]
+
+
 DEVICE_ANSWERS = """
 async (items) => {
   const field = window.mycolensField;
@@ -223,6 +280,39 @@ def test_device_answers_agree_with_the_server(browser, field, tmp_path):
         for t in d["top_k"]:
             max_diff = max(max_diff, abs(probs[t["species"]] - t["probability"]))
         assert d["model"] == s["model"]
+    # beneath the verdicts: each comparison of the rule gets the same answer from the device's scores as from the
+    # served file's scores in ONNX Runtime here (Pillow decode and resize), so agreement is not an artefact of one
+    # abstention branch catching everything
+    clf = OnnxClassifier.load(field.model_dir, "int8", threads=1)
+    pre = clf.preprocessing
+    x = np.stack([load_for_model(d, int(pre["image_size"]), pre["mean"], pre["std"]) for _, d, _ in items])
+    outs = clf.outputs(x)
+    probs_py = clf.probabilities(outs["logits"])
+    energy_py = energy_score(outs["logits"], float(meta["temperature"]))
+    dangerous = np.asarray(clf.catalogue.dangerous_mask)
+    flags_py = np.array(
+        [
+            rule_flags(clf.rule, dangerous, p, e, f, st)
+            for p, e, f, st in zip(
+                probs_py, energy_py, outs["feature_score"].reshape(-1), outs["input_stats"], strict=True
+            )
+        ]
+    )
+    flags_dev = np.array(
+        [
+            rule_flags(
+                clf.rule,
+                dangerous,
+                np.asarray(d["probabilities"]),
+                d["scores"]["energy"],
+                d["scores"]["feature_score"],
+                np.asarray(d["scores"]["input_stats"]),
+            )
+            for d in device
+        ]
+    )
+    flag_agreement = (flags_py == flags_dev).mean(axis=0)
+    stats_dev = np.array([d["scores"]["input_stats"] for d in device])
     n = len(items)
     report = {
         "photos": n,
@@ -232,13 +322,30 @@ def test_device_answers_agree_with_the_server(browser, field, tmp_path):
         "top1_agreement": round(top1_same / n, 4),
         "device_edible_server_not": len(unsafe),
         "max_abs_probability_difference": max_diff,
+        "max_abs_probability_difference_vs_in_process": float(
+            np.abs(np.array([d["probabilities"] for d in device]) - probs_py).max()
+        ),
+        "max_abs_energy_difference": float(np.abs(np.array([d["scores"]["energy"] for d in device]) - energy_py).max()),
+        "max_abs_input_stats_difference": float(np.nanmax(np.abs(stats_dev - outs["input_stats"]))),
+        "input_stats_nan_mismatch": int((np.isnan(stats_dev) != np.isnan(outs["input_stats"])).sum()),
+        "rule_comparison_agreement_min": float(flag_agreement.min()),
+        "rule_comparisons_true_on_server_side": flags_py.sum(axis=0).tolist(),
+        "server_verdicts": {v: sum(a["verdict"] == v for a in server) for v in ("edible", "do_not_eat", "uncertain")},
+        "server_abstain_reasons": {
+            r: sum(a["abstain_reason"] == r for a in server) for r in {a["abstain_reason"] for a in server} if r
+        },
         "device_ms_per_photo": round(out["ms"] / n, 2),
         "server_s": round(server_s, 1),
         "variant": info["variant"],
     }
     print("field-mode parity:", json.dumps(report))
-    (tmp_path / "parity.json").write_text(json.dumps({**report, "disagreements": disagreements}, indent=2))
+    nan_mismatch = np.argwhere(np.isnan(stats_dev) != np.isnan(outs["input_stats"]))
+    nan_rows = [(items[i][0], int(j), stats_dev[i, j], float(outs["input_stats"][i, j])) for i, j in nan_mismatch]
+    (tmp_path / "parity.json").write_text(
+        json.dumps({**report, "disagreements": disagreements, "nan_mismatch": nan_rows}, indent=2)
+    )
     assert not unsafe, unsafe
+    assert flag_agreement.min() >= 0.99, flag_agreement
     assert verdict_same / n >= 0.99, disagreements[:10]
     assert top1_same / n >= 0.99, disagreements[:10]
 

@@ -353,11 +353,12 @@ function answerOf(m, outputs, topK) {
     source: "device",
     model_sha256: m.sha256,
     probabilities: probs,
+    scores: { energy, feature_score: feature, input_stats: stats },
   };
 }
 
 // The on-device answer for a photo (a File or Blob): the /predict answer's fields, plus source "device",
-// model_sha256 (the model.json hash) and the full calibrated probabilities
+// model_sha256 (the model.json hash), the full calibrated probabilities and the abstention scores
 export async function answer(blob, topK = TOP_K) {
   const m = await load();
   const img = await decode(blob);
