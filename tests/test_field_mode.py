@@ -393,3 +393,50 @@ def test_the_page_installs_and_answers_on_the_device_offline(browser, field, tmp
     assert page.locator("#topk-body tr").count() == len(api["top_k"])
     page.screenshot(path=str(tmp_path / "field-offline.png"), full_page=True)
     context.close()
+
+
+NODE_PREPROCESS = """
+import { readFileSync, writeFileSync } from "fs";
+const { preprocess } = await import(process.argv[1]);
+const cases = JSON.parse(readFileSync(process.argv[2] + "/cases.json"));
+cases.forEach((c, i) => {
+  const raw = new Uint8ClampedArray(readFileSync(process.argv[2] + "/" + i + ".rgba"));
+  writeFileSync(process.argv[2] + "/" + i + ".f32", preprocess(raw, c.w, c.h, c.pre));
+});
+"""
+
+
+def test_device_preprocessing_is_pillows_bit_for_bit(tmp_path):
+    """field.js's resize (Pillow 13's bilinear, both pass orders), center crop and normalisation give the very
+    float32 input of mycolens.inference.preprocess for photos smaller, larger, taller and wider than the model's."""
+    import shutil
+    import subprocess
+
+    from mycolens.inference.preprocess import normalize, resize_center_crop
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("field mode needs node (make web)")
+    rng = np.random.default_rng(11)
+    cases, refs = [], []
+    sizes = [(37, 80), (80, 37), (45, 37), (33, 33), (31, 17), (32, 400), (401, 32), (1000, 999), (17, 5), (640, 480)]
+    sizes += [tuple(int(v) for v in rng.integers(5, 300, 2)) for _ in range(20)]
+    for i, (w, h) in enumerate(sizes):
+        size = 224 if i % 3 == 0 else IMAGE_SIZE
+        pre = {"image_size": size, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+        arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        if i % 2:  # smooth, photo-like content as well as noise
+            small = Image.fromarray(arr).resize((max(1, w // 6), max(1, h // 6)))
+            arr = np.asarray(small.resize((w, h), Image.Resampling.BICUBIC))
+        np.concatenate([arr, np.full((h, w, 1), 255, np.uint8)], -1).tofile(tmp_path / f"{i}.rgba")
+        cases.append({"w": w, "h": h, "pre": pre})
+        refs.append(normalize(resize_center_crop(Image.fromarray(arr), size), pre["mean"], pre["std"]))
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    field_js = Path(__file__).resolve().parents[1] / "serve" / "static" / "field.js"
+    subprocess.run([node, "--input-type=module", "-e", NODE_PREPROCESS, str(field_js), str(tmp_path)], check=True)
+    differ = []
+    for i, ref in enumerate(refs):
+        got = np.fromfile(tmp_path / f"{i}.f32", np.float32).reshape(ref.shape)
+        if not np.array_equal(got, ref):
+            differ.append((sizes[i], float(np.abs(got - ref).max())))
+    assert not differ, differ

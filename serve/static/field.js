@@ -48,7 +48,7 @@ function ruleFor(meta, variant) {
 async function loadOnce() {
   const ort = await import(ORT_BASE + "ort.wasm.min.mjs");
   ort.env.wasm.wasmPaths = ORT_BASE;
-  ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+  ort.env.wasm.numThreads = globalThis.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
   ort.env.wasm.proxy = false;
   const { bytes, headers } = await fetchBytes("/field/model.json");
   const sha256 = await sha256hex(bytes);
@@ -162,78 +162,87 @@ function clip8(v) {
   return Math.floor(v / 2 ** PRECISION_BITS);
 }
 
-// Image.resize((w, h), BILINEAR, reducing_gap=None) on RGB: ImagingResampleInner's horizontal then vertical pass
-function resizeBilinear(src, w, h, nw, nh) {
-  const half = 2 ** (PRECISION_BITS - 1);
+const HALF = 2 ** (PRECISION_BITS - 1);
+
+// ImagingResampleHorizontal_8bpc: rows [offset, offset + rows) of an RGBA image iw wide, to nw wide
+function passH(img, iw, rows, offset, nw, ch) {
+  const out = new Uint8ClampedArray(nw * rows * 4);
+  for (let yy = 0; yy < rows; yy++) {
+    const row = (yy + offset) * iw * 4;
+    for (let xx = 0; xx < nw; xx++) {
+      const xmin = ch.bounds[xx * 2];
+      const xmax = ch.bounds[xx * 2 + 1];
+      const kb = xx * ch.ksize;
+      let s0 = HALF;
+      let s1 = HALF;
+      let s2 = HALF;
+      for (let x = 0; x < xmax; x++) {
+        const p = row + (x + xmin) * 4;
+        const k = ch.k[kb + x];
+        s0 += img[p] * k;
+        s1 += img[p + 1] * k;
+        s2 += img[p + 2] * k;
+      }
+      const o = (yy * nw + xx) * 4;
+      out[o] = clip8(s0);
+      out[o + 1] = clip8(s1);
+      out[o + 2] = clip8(s2);
+      out[o + 3] = 255;
+    }
+  }
+  return out;
+}
+
+// ImagingResampleVertical_8bpc: an RGBA image iw wide to nh rows
+function passV(img, iw, nh, cv) {
+  const out = new Uint8ClampedArray(iw * nh * 4);
+  for (let yy = 0; yy < nh; yy++) {
+    const ymin = cv.bounds[yy * 2];
+    const ymax = cv.bounds[yy * 2 + 1];
+    const kb = yy * cv.ksize;
+    for (let xx = 0; xx < iw; xx++) {
+      let s0 = HALF;
+      let s1 = HALF;
+      let s2 = HALF;
+      for (let y = 0; y < ymax; y++) {
+        const p = ((y + ymin) * iw + xx) * 4;
+        const k = cv.k[kb + y];
+        s0 += img[p] * k;
+        s1 += img[p + 1] * k;
+        s2 += img[p + 2] * k;
+      }
+      const o = (yy * iw + xx) * 4;
+      out[o] = clip8(s0);
+      out[o + 1] = clip8(s1);
+      out[o + 2] = clip8(s2);
+      out[o + 3] = 255;
+    }
+  }
+  return out;
+}
+
+// Image.resize((nw, nh), BILINEAR, reducing_gap=None) of an RGB image (as RGBA bytes): Pillow 13's
+// ImagingResampleInner, whose pass order depends on the sizes (the vertical pass first when the height shrinks by
+// more than twice as many pixels as the width); each pass rounds to 8 bits, so the order changes pixels
+export function resizeBilinear(src, w, h, nw, nh) {
   const needH = nw !== w;
   const needV = nh !== h;
-  const cv = coeffs(h, nh);
+  const horizontalFirst = !(h - nh > 0 && h - nh > (w - nw) * 2);
   let img = src;
-  let iw = w;
-  let ih = h;
-  if (needH) {
-    const ch = coeffs(w, nw);
-    const yFirst = cv.bounds[0];
-    const yLast = cv.bounds[nh * 2 - 2] + cv.bounds[nh * 2 - 1];
-    if (needV) for (let i = 0; i < nh; i++) cv.bounds[i * 2] -= yFirst;
-    const rows = needV ? yLast - yFirst : h;
-    const offset = needV ? yFirst : 0;
-    const out = new Uint8ClampedArray(nw * rows * 4);
-    for (let yy = 0; yy < rows; yy++) {
-      const row = (yy + offset) * w * 4;
-      for (let xx = 0; xx < nw; xx++) {
-        const xmin = ch.bounds[xx * 2];
-        const xmax = ch.bounds[xx * 2 + 1];
-        const kb = xx * ch.ksize;
-        let s0 = half;
-        let s1 = half;
-        let s2 = half;
-        for (let x = 0; x < xmax; x++) {
-          const p = row + (x + xmin) * 4;
-          const k = ch.k[kb + x];
-          s0 += img[p] * k;
-          s1 += img[p + 1] * k;
-          s2 += img[p + 2] * k;
-        }
-        const o = (yy * nw + xx) * 4;
-        out[o] = clip8(s0);
-        out[o + 1] = clip8(s1);
-        out[o + 2] = clip8(s2);
-        out[o + 3] = 255;
-      }
+  if (horizontalFirst) {
+    const cv = coeffs(h, nh);
+    if (needH) {
+      const yFirst = cv.bounds[0];
+      const yLast = cv.bounds[nh * 2 - 2] + cv.bounds[nh * 2 - 1];
+      for (let i = 0; i < nh; i++) cv.bounds[i * 2] -= yFirst;
+      img = passH(img, w, yLast - yFirst, yFirst, nw, coeffs(w, nw));
     }
-    img = out;
-    iw = nw;
-    ih = rows;
+    if (needV) img = passV(img, nw, nh, cv);
+  } else {
+    img = passV(img, w, nh, coeffs(h, nh));
+    if (needH) img = passH(img, w, nh, 0, nw, coeffs(w, nw));
   }
-  if (needV) {
-    const out = new Uint8ClampedArray(iw * nh * 4);
-    for (let yy = 0; yy < nh; yy++) {
-      const ymin = cv.bounds[yy * 2];
-      const ymax = cv.bounds[yy * 2 + 1];
-      const kb = yy * cv.ksize;
-      for (let xx = 0; xx < iw; xx++) {
-        let s0 = half;
-        let s1 = half;
-        let s2 = half;
-        for (let y = 0; y < ymax; y++) {
-          const p = ((y + ymin) * iw + xx) * 4;
-          const k = cv.k[kb + y];
-          s0 += img[p] * k;
-          s1 += img[p + 1] * k;
-          s2 += img[p + 2] * k;
-        }
-        const o = (yy * iw + xx) * 4;
-        out[o] = clip8(s0);
-        out[o + 1] = clip8(s1);
-        out[o + 2] = clip8(s2);
-        out[o + 3] = 255;
-      }
-    }
-    img = out;
-    ih = nh;
-  }
-  return { data: img, width: iw, height: ih };
+  return { data: img, width: nw, height: nh };
 }
 
 // resize_center_crop + normalize: float32 NCHW (1, 3, size, size)
@@ -379,4 +388,4 @@ export async function info() {
   };
 }
 
-self.mycolensField = { load, answer, info, FieldError };
+globalThis.mycolensField = { load, answer, info, FieldError };
