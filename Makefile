@@ -66,11 +66,12 @@ test: venv browser
 test-fast: venv
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
-## lint: ruff, and the layer contracts of pyproject.toml (import-linter)
+## lint: ruff, the layer contracts of pyproject.toml (import-linter), eslint on the page's JavaScript
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	cd serve/static && ../web/node_modules/.bin/eslint --config ../web/eslint.config.mjs .
 
 format: venv
 	$(VENV)/bin/ruff check --fix .
