@@ -31,8 +31,10 @@ from mycolens.verdict.rule import VerdictRule
 from tests.conftest import make_shards
 from tests.serve_fixtures import (
     IMAGE_SIZE,
+    bad_inputs,
     exif_rotated_jpeg,
     free_port,
+    good_inputs,
     make_model_dir,
     model_version,
     serve_run_config,
@@ -440,3 +442,37 @@ def test_device_preprocessing_is_pillows_bit_for_bit(tmp_path):
         if not np.array_equal(got, ref):
             differ.append((sizes[i], float(np.abs(got - ref).max())))
     assert not differ, differ
+
+
+def test_bad_photos_get_the_servers_error_codes_on_the_device(browser, field, tmp_path):
+    """The device refuses what the server refuses, with the contract's codes, answers the unusual valid images, and
+    the page never leaves an earlier photo's answer on screen after a refused one."""
+    cases = {name: (data, fname, code) for name, (data, fname, _status, code) in bad_inputs().items()}
+    with httpx.Client(base_url=field.base, timeout=60) as c:
+        for data, fname, code in cases.values():
+            assert c.post("/predict", files={"file": (fname, data, "image/jpeg")}).json()["error"]["code"] == code
+    page = browser.new_page()
+    page.goto(field.base + "/")
+    page.wait_for_function("window.mycolensField !== undefined")
+    items = [[n, base64.b64encode(d).decode(), "image/jpeg"] for n, (d, _, _) in cases.items()]
+    items += [[n, base64.b64encode(d).decode(), ""] for n, d in good_inputs().items()]
+    device = page.evaluate(DEVICE_ANSWERS, items)["answers"]
+    got = dict(zip([i[0] for i in items], device, strict=True))
+    for name, (_, _, code) in cases.items():
+        assert got[name].get("error", {}).get("code") == code, (name, got[name])
+    for name in good_inputs():
+        assert "error" not in got[name] and got[name]["verdict"] in ("edible", "do_not_eat", "uncertain"), name
+
+    page.select_option("#answer-mode", "device")
+    photo = tmp_path / "mushroom.jpg"
+    photo.write_bytes(read_split(field.shards, "test", ["image"]).column("image")[0].as_py())
+    page.get_by_label("Choose a photo").set_input_files(photo)
+    page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+    assert page.locator("#answer-source").get_attribute("data-source") == "device"
+    notes = tmp_path / "notes.jpg"
+    notes.write_bytes(cases["text_as_jpg"][0])
+    page.get_by_label("Choose a photo").set_input_files(notes)
+    page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+    assert page.locator("#result").is_hidden()
+    assert "not a photo" in page.locator("#error-message").inner_text()
+    page.close()

@@ -6,8 +6,7 @@
 
 const ORT_BASE = "/field/ort/";
 const TOP_K = 3;
-const ALLOWED_TYPES = { "image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP" };
-const MAX_PIXELS = 40000000; // mycolens.inference.preprocess.decode_image's default
+const ALLOWED_FORMATS = ["JPEG", "PNG", "WEBP"]; // mycolens.inference.preprocess.ALLOWED_FORMATS
 let loading = null; // Promise of {ort, session, meta, variant, sha256, rule, ...}
 
 export class FieldError extends Error {
@@ -69,8 +68,11 @@ async function loadOnce() {
       });
       const cat = meta.catalogue;
       const classes = cat.classes || cat.species;
+      const limit = (name) => Number(headers.get("X-Mycolens-" + name));
       return {
         ort, session, meta, variant, sha256, tried,
+        // the server's photo limits (serve.limits), so a photo the server refuses is refused here alike
+        limits: { maxBytes: limit("Max-Bytes") || Infinity, maxPixels: limit("Max-Pixels") || Infinity, minSide: limit("Min-Side") || 1 },
         rule: ruleFor(meta, variant),
         classes,
         byId: Object.fromEntries(classes.map((c) => [c.id, c])),
@@ -90,24 +92,99 @@ export function load() {
 
 // ---------------------------------------------------------------- preprocessing (PIL's, bit for bit)
 
-// decode_image: EXIF orientation applied, transparency over white, RGB; returns {data: RGBA bytes, width, height}
-async function decode(blob) {
+// the image type from the first bytes, as Pillow names it (JPEG, PNG, WEBP; GIF, TIFF, BMP are refused as
+// unsupported), with the size its header declares when it can be read without decoding
+function sniff(b) {
+  const at = (i, ...v) => v.every((x, j) => b[i + j] === x);
+  const ascii = (i, text) => at(i, ...Array.from(text, (c) => c.charCodeAt(0)));
+  if (at(0, 0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a)) {
+    const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+    return { format: "PNG", width: b.length >= 24 ? dv.getUint32(16) : 0, height: b.length >= 24 ? dv.getUint32(20) : 0 };
+  }
+  if (at(0, 0xff, 0xd8, 0xff)) {
+    let i = 2;
+    while (i + 9 < b.length && b[i] === 0xff) {
+      const marker = b[i + 1];
+      const len = (b[i + 2] << 8) | b[i + 3];
+      if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+        return { format: "JPEG", height: (b[i + 5] << 8) | b[i + 6], width: (b[i + 7] << 8) | b[i + 8] };
+      }
+      i += 2 + len;
+    }
+    return { format: "JPEG", width: 0, height: 0 };
+  }
+  if (ascii(0, "RIFF") && ascii(8, "WEBP")) {
+    if (ascii(12, "VP8 ") && b.length >= 30) {
+      return { format: "WEBP", width: (b[26] | (b[27] << 8)) & 0x3fff, height: (b[28] | (b[29] << 8)) & 0x3fff };
+    }
+    if (ascii(12, "VP8L") && b.length >= 25) {
+      return {
+        format: "WEBP",
+        width: 1 + (b[21] | ((b[22] & 0x3f) << 8)),
+        height: 1 + ((b[22] >> 6) | (b[23] << 2) | ((b[24] & 0x0f) << 10)),
+      };
+    }
+    if (ascii(12, "VP8X") && b.length >= 30) {
+      return {
+        format: "WEBP",
+        width: 1 + (b[24] | (b[25] << 8) | (b[26] << 16)),
+        height: 1 + (b[27] | (b[28] << 8) | (b[29] << 16)),
+      };
+    }
+    return { format: "WEBP", width: 0, height: 0 };
+  }
+  if (ascii(0, "GIF87a") || ascii(0, "GIF89a")) return { format: "GIF" };
+  if (at(0, 0x49, 0x49, 0x2a, 0x00) || at(0, 0x4d, 0x4d, 0x00, 0x2a)) return { format: "TIFF" };
+  if (ascii(0, "BM")) return { format: "BMP" };
+  return null;
+}
+
+// a JPEG whose scan is not followed by its end marker (FF D9) was cut off (the browser would show half a photo)
+function jpegComplete(b) {
+  let sos = -1;
+  for (let i = 2; i + 1 < b.length; i++) {
+    if (b[i] === 0xff && b[i + 1] === 0xda) { sos = i; break; }
+  }
+  if (sos < 0) return false;
+  for (let i = b.length - 2; i > sos; i--) if (b[i] === 0xff && b[i + 1] === 0xd9) return true;
+  return false;
+}
+
+// decode_image with the server's limits: type, size, EXIF orientation, transparency over white, RGB;
+// returns {data: RGBA bytes, width, height}
+async function decode(blob, limits) {
   if (!blob || blob.size === 0) throw new FieldError("empty", "empty file: zero bytes");
+  if (blob.size > limits.maxBytes) {
+    throw new FieldError("too_large", "photo of " + blob.size + " bytes is over the limit of " + limits.maxBytes);
+  }
+  const bytes = new Uint8Array(await blob.arrayBuffer());
+  const kind = sniff(bytes);
+  if (kind === null) throw new FieldError("not_image", "not an image (no known image header)");
+  if (!ALLOWED_FORMATS.includes(kind.format)) {
+    throw new FieldError("unsupported", "unsupported image type " + kind.format + "; send one of " + ALLOWED_FORMATS.join(", "));
+  }
+  const tooLarge = (w, h) => new FieldError(
+    "too_large", "image of " + w + "x" + h + " pixels is over the limit of " + limits.maxPixels);
+  if (kind.width * kind.height > limits.maxPixels) throw tooLarge(kind.width, kind.height);
+  if (kind.format === "JPEG" && !jpegComplete(bytes)) {
+    throw new FieldError("truncated", "corrupt or truncated image: the JPEG ends before its last scan");
+  }
   let bitmap;
   try {
-    bitmap = await createImageBitmap(blob, {
+    bitmap = await createImageBitmap(new Blob([bytes]), {
       imageOrientation: "from-image", premultiplyAlpha: "none", colorSpaceConversion: "none",
     });
   } catch (e) {
-    if (blob.type && !ALLOWED_TYPES[blob.type] && blob.type.startsWith("image/")) {
-      throw new FieldError("unsupported", "unsupported image type " + blob.type + "; send one of JPEG, PNG, WEBP");
-    }
-    throw new FieldError("not_image", "not an image (no known image header)");
+    throw new FieldError("truncated", "corrupt or truncated image: the browser cannot decode this " + kind.format);
   }
   const { width, height } = bitmap;
-  if (width * height > MAX_PIXELS) {
+  if (width * height > limits.maxPixels) {
     bitmap.close();
-    throw new FieldError("too_large", "image of " + width + "x" + height + " pixels is over the limit of " + MAX_PIXELS);
+    throw tooLarge(width, height);
+  }
+  if (Math.min(width, height) < limits.minSide) {
+    bitmap.close();
+    throw new FieldError("too_small", "image of " + width + "x" + height + " is below the minimum side " + limits.minSide);
   }
   const canvas = new OffscreenCanvas(width, height);
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
@@ -370,7 +447,7 @@ function answerOf(m, outputs, topK) {
 // model_sha256 (the model.json hash), the full calibrated probabilities and the abstention scores
 export async function answer(blob, topK = TOP_K) {
   const m = await load();
-  const img = await decode(blob);
+  const img = await decode(blob, m.limits);
   const size = Number(m.meta.preprocessing.image_size);
   const x = preprocess(img.data, img.width, img.height, m.meta.preprocessing);
   const feeds = { [m.session.inputNames[0]]: new m.ort.Tensor("float32", x, [1, 3, size, size]) };

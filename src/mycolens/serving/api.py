@@ -127,7 +127,7 @@ def build_api(
     app.include_router(health_router(view, metrics))
     app.include_router(v2_router(settings.limits, backend, view))
     app.include_router(admin_router(settings, backend, view, metrics))
-    app.include_router(field_router(view, ort_dir_for(static_dir)))
+    app.include_router(field_router(view, ort_dir_for(static_dir), settings.limits))
     mount_static(app, static_dir)
     app.include_router(page_router(static_dir))
     for router in routers:

@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse, Response
 from mycolens.inference.onnx_model import VARIANTS
 from mycolens.serving.errors import ApiError
 from mycolens.serving.routes.common import ERRORS, ModelView
+from mycolens.serving.settings import Limits
 
 # the ONNX Runtime Web files the page loads: the WASM-only ES module and its single WASM build (SIMD, threads when
 # the page is cross-origin isolated, one thread otherwise)
@@ -58,8 +59,9 @@ def _etag_response(request: Request, path: Path, etag: str, media_type: str, hea
     return FileResponse(path, media_type=media_type, headers=all_headers)
 
 
-def field_router(view: ModelView, ort_dir: Path | None) -> APIRouter:
-    """The served model's files and ONNX Runtime Web's, for the page's on-device answers."""
+def field_router(view: ModelView, ort_dir: Path | None, limits: Limits) -> APIRouter:
+    """The served model's files and ONNX Runtime Web's, for the page's on-device answers; model.json's answer
+    carries the server's photo limits (X-Mycolens-Max-Bytes, -Max-Pixels, -Min-Side) so the device refuses alike."""
     router = APIRouter()
     hashes = _Hashes()
 
@@ -70,14 +72,18 @@ def field_router(view: ModelView, ort_dir: Path | None) -> APIRouter:
     @router.get("/field/model.json", tags=["field"], responses={503: ERRORS[503]}, response_class=Response)
     async def model_json(request: Request) -> Response:
         """The served model's model.json as it is on disk; ETag its sha256 (the page's model version), header
-        X-Mycolens-Variant the variant the server runs."""
+        X-Mycolens-Variant the variant the server runs, X-Mycolens-Max-* the server's photo limits."""
         info, folder = await served()
         path = folder / "model.json"
         if not path.is_file():
             raise ApiError(503, "model_unavailable", f"{path} is missing")
-        return _etag_response(
-            request, path, hashes(path), "application/json", {"X-Mycolens-Variant": str(info["variant"])}
-        )
+        headers = {
+            "X-Mycolens-Variant": str(info["variant"]),
+            "X-Mycolens-Max-Bytes": str(limits.max_body_bytes),
+            "X-Mycolens-Max-Pixels": str(limits.max_pixels),
+            "X-Mycolens-Min-Side": str(limits.min_side),
+        }
+        return _etag_response(request, path, hashes(path), "application/json", headers)
 
     @router.get("/field/model/{variant}", tags=["field"], responses={503: ERRORS[503]})
     async def model_file(variant: str, request: Request) -> Response:
