@@ -12,9 +12,9 @@ export DVC_NO_ANALYTICS := 1
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv browser demo pipeline data train test test-fast lint format serve predict retrain bench clean
+.PHONY: venv web browser demo pipeline data train test test-fast lint format serve predict retrain bench clean
 
-venv: $(STAMP)
+venv: $(STAMP) web
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,16 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
 	@rm -f $(VENV)/.installed-*; touch $@
+
+## web: ONNX Runtime Web for the page's field mode, from serve/web/package-lock.json (npm ci; again only when the lock changes)
+WEB := serve/web
+WEB_STAMP := $(WEB)/node_modules/.installed-$(shell sha1sum $(WEB)/package-lock.json | cut -c1-12)
+web: $(WEB_STAMP)
+
+$(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json
+	@command -v npm >/dev/null || { echo "error: field mode needs node and npm (apt-get install nodejs npm)" >&2; exit 2; }
+	cd $(WEB) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@rm -f $(WEB)/node_modules/.installed-*; touch $@
 
 ## demo: the whole pipeline on the embedded default (dvc repro), then the evaluation table
 demo: venv
@@ -56,11 +66,12 @@ test: venv browser
 test-fast: venv
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
-## lint: ruff, and the layer contracts of pyproject.toml (import-linter)
+## lint: ruff, the layer contracts of pyproject.toml (import-linter), eslint on the page's JavaScript
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	cd serve/static && ../web/node_modules/.bin/eslint --config ../web/eslint.config.mjs .
 
 format: venv
 	$(VENV)/bin/ruff check --fix .

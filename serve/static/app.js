@@ -50,6 +50,7 @@
   let species = {}; // id -> {common_name, scientific_name, edibility}
   let currentFile = null;
   let feedbackEnabled = false;
+  let asked = 0; // photos asked about so far
 
   function percent(p) {
     const v = 100 * Number(p);
@@ -191,31 +192,85 @@
     }
   }
 
+  // who answers: "auto" (the server; this device when the server cannot be reached), "device" or "server"
+  function answerMode() {
+    const v = $("answer-mode").value;
+    return v === "device" || v === "server" ? v : "auto";
+  }
+
+  function showSource(answer) {
+    const line = $("answer-source");
+    const device = answer.source === "device";
+    line.dataset.source = device ? "device" : "server";
+    line.dataset.modelSha256 = answer.model_sha256 || "";
+    line.textContent = device
+      ? "Answered on this device, with no server (model.json " + String(answer.model_sha256 || "").slice(0, 12) + ")"
+      : "Answered by the server";
+  }
+
+  // the on-device answer (serve/static/field.js); errors read as the server's do
+  async function identifyOnDevice(file) {
+    if (!window.mycolensField) {
+      showError("This browser cannot answer on the device, and the server could not be reached.");
+      return null;
+    }
+    $("status").textContent = "Looking at the photo on this device\u2026";
+    try {
+      const answer = await window.mycolensField.answer(file, TOP_K);
+      if (!Object.keys(species).length) fillSpecies((await window.mycolensField.info()).classes);
+      return answer;
+    } catch (e) {
+      const friendly = ERRORS[e && e.code] || "";
+      const message = e && e.message ? String(e.message) : String(e);
+      showError(friendly ? friendly + " (" + message + ")" : "Could not answer on this device: " + message);
+      return null;
+    }
+  }
+
   async function identify(file) {
     clearMessages();
     $("result").hidden = true;
     $("feedback").hidden = true;
     currentFile = file;
+    const ticket = ++asked; // a slower answer for an earlier photo never replaces this one's
     showPreview(file);
-    $("status").textContent = "Looking at the photo\u2026";
-    const data = new FormData();
-    data.append("file", file, "photo");
-    let response;
-    try {
-      response = await fetch("/predict?top_k=" + TOP_K, { method: "POST", body: data });
-    } catch (e) {
+    const mode = answerMode();
+    let answer = null;
+    if (mode === "device" || (mode === "auto" && navigator.onLine === false)) {
+      answer = await identifyOnDevice(file);
+    } else {
+      $("status").textContent = "Looking at the photo\u2026";
+      const data = new FormData();
+      data.append("file", file, "photo");
+      let response = null;
+      try {
+        response = await fetch("/predict?top_k=" + TOP_K, { method: "POST", body: data });
+      } catch (e) {
+        if (mode === "server") {
+          $("status").textContent = "";
+          showError("Could not reach the server. Check the connection and try again.");
+          return;
+        }
+      }
+      if (ticket !== asked) return;
+      if (response === null) {
+        answer = await identifyOnDevice(file);
+      } else if (!response.ok) {
+        $("status").textContent = "";
+        showError(await errorText(response));
+        return;
+      } else {
+        answer = await response.json();
+      }
+    }
+    if (ticket !== asked) return;
+    if (answer === null) {
       $("status").textContent = "";
-      showError("Could not reach the server. Check the connection and try again.");
       return;
     }
-    if (!response.ok) {
-      $("status").textContent = "";
-      showError(await errorText(response));
-      return;
-    }
-    const answer = await response.json();
     $("status").textContent = "Done.";
     render(answer);
+    showSource(answer);
   }
 
   function onPick(event) {
@@ -304,5 +359,15 @@
   $("file").addEventListener("change", onPick);
   $("feedback-form").addEventListener("submit", sendFeedback);
   $("photo-form").addEventListener("submit", (e) => e.preventDefault());
+  const MODE_KEY = "mycolens.answer-mode";
+  try {
+    $("answer-mode").value = localStorage.getItem(MODE_KEY) || "auto";
+  } catch (e) { /* storage off: automatic */ }
+  $("answer-mode").addEventListener("change", () => {
+    try { localStorage.setItem(MODE_KEY, answerMode()); } catch (e) { /* not kept */ }
+  });
+  if ("serviceWorker" in navigator) {
+    navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch(() => { /* no offline copy */ });
+  }
   loadSpecies();
 })();

@@ -25,6 +25,7 @@ from mycolens.serving.model import ModelRunner
 from mycolens.serving.ratelimit import RateLimiter, RateLimitMiddleware, match
 from mycolens.serving.routes.admin import admin_router
 from mycolens.serving.routes.common import RATE_LIMITED_DOC, RETRY_AFTER_DOC, Backend, ModelView
+from mycolens.serving.routes.field import field_router, ort_dir_for
 from mycolens.serving.routes.health import health_router
 from mycolens.serving.routes.inference_v2 import v2_router
 from mycolens.serving.routes.page import mount_static, page_router
@@ -126,6 +127,7 @@ def build_api(
     app.include_router(health_router(view, metrics))
     app.include_router(v2_router(settings.limits, backend, view))
     app.include_router(admin_router(settings, backend, view, metrics))
+    app.include_router(field_router(view, ort_dir_for(static_dir), settings.limits))
     mount_static(app, static_dir)
     app.include_router(page_router(static_dir))
     for router in routers:

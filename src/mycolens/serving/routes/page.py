@@ -1,4 +1,4 @@
-"""The web page: GET / and the /static files beside it."""
+"""The web page: GET /, its service worker GET /sw.js (scope /, for field mode offline) and the /static files."""
 
 from pathlib import Path
 
@@ -31,5 +31,14 @@ def page_router(static_dir: Path | None) -> APIRouter:
                 "predict": "POST /predict (multipart field 'file')",
             }
         )
+
+    worker = static_dir / "sw.js" if static_dir else None
+
+    @router.get("/sw.js", include_in_schema=False)
+    async def service_worker() -> Response:
+        """The page's service worker (serve/static/sw.js), served at the root so its scope is the whole app."""
+        if worker is None or not worker.is_file():
+            return JSONResponse({"error": {"code": "not_found", "message": "no service worker"}}, status_code=404)
+        return FileResponse(worker, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
 
     return router
