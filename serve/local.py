@@ -23,6 +23,9 @@ def ray_env(proxy: str) -> dict[str, str]:
     """Environment for a local Ray started here (tests, benchmark): the front of `proxy` (loopback only), HAProxy ports and files of its own."""
     root = repo_root()
     env = {"MYCOLENS_ROOT": str(root), **front_env(proxy, root)}
+    # Serve marks a proxy unhealthy after 3 ready checks over 5 s each; on 2 busy cores HAProxy's start can take
+    # longer than that, and `serve run` then fails with ActorDiedError. Patience here changes no behaviour once up.
+    env.update(RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S="60", RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S="30")
     if proxy == "haproxy":
         scratch = f"/tmp/haproxy-serve-{os.getpid()}"
         env.update(  # ports and files of its own, so it runs beside a `make serve` (HAProxy's stats/metrics: 8404/9101)
