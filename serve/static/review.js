@@ -54,10 +54,11 @@
     const body = await response.json();
     claims = body.claims || [];
     index = 0;
-    status.textContent = claims.length + " pending claim(s); " + body.reviewers_required +
-      " distinct approval(s) needed for each.";
     await show();
     if (claims.length) $("claim-title").focus(); // out of the token field, so the a / r / j / k keys work
+    // said last: once it shows, the claim is on screen and the keys work
+    status.textContent = claims.length + " pending claim(s); " + body.reviewers_required +
+      " distinct approval(s) needed for each.";
   }
 
   async function show() {
