@@ -42,7 +42,7 @@ from tests.serve_fixtures import (
     wait_ready,
     write_serve_config,
 )
-from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, PROXY
+from tests.test_web_browser import PROXY
 
 pytestmark = pytest.mark.slow
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
@@ -122,18 +122,6 @@ def field(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Field]:
     finally:
         serve.shutdown()
         ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def encode(img: Image.Image, fmt: str, **save) -> bytes:
@@ -417,8 +405,7 @@ def test_device_preprocessing_is_pillows_bit_for_bit(tmp_path):
     from mycolens.inference.preprocess import normalize, resize_center_crop
 
     node = shutil.which("node")
-    if node is None:
-        pytest.skip("field mode needs node (make web)")
+    assert node is not None, "field mode needs node and npm on the machine (make web)"
     rng = np.random.default_rng(11)
     cases, refs = [], []
     sizes = [(37, 80), (80, 37), (45, 37), (33, 33), (31, 17), (32, 400), (401, 32), (1000, 999), (17, 5), (640, 480)]

@@ -41,14 +41,6 @@ from tests.serve_fixtures import (
 )
 
 pytestmark = pytest.mark.slow
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 SERVE_CONF = load_serve_config([])
 PROXY = os.environ.get("MYCOLENS_TEST_PROXY") or SERVE_CONF["proxy"]
 FEEDBACK_MAX_BYTES = 300_000
@@ -114,18 +106,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             os.environ.pop(REVIEW_TOKEN_ENV, None)
         else:
             os.environ[REVIEW_TOKEN_ENV] = old_token
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def open_page(browser, served: Served, width: int = 1280, height: int = 900):
