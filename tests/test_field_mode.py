@@ -12,6 +12,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,11 +49,16 @@ pytestmark = pytest.mark.slow
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
 
+RELOAD_TOKEN = "field-reload-token"
+
+
 @dataclass
 class Field:
     base: str
     model_dir: Path
     shards: Path
+    feedback: Path
+    tmp: Path
 
 
 def between(values: np.ndarray, q: float) -> float:
@@ -109,6 +115,8 @@ def field(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Field]:
         "serve.ingress.ray_actor_options.num_cpus=0.25",
         f"monitoring.feedback.dir={tmp / 'feedback'}",
     ]
+    saved = os.environ.get("MYCOLENS_RELOAD_TOKEN")
+    os.environ["MYCOLENS_RELOAD_TOKEN"] = RELOAD_TOKEN  # before Ray starts: the ingress inherits it
     start_ray(PROXY)
     port = free_port()
     config = write_serve_config(tmp / "serve.yaml", port, overrides, {"model_dir": str(model_dir), "variant": "int8"})
@@ -118,10 +126,14 @@ def field(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Field]:
         assert proc.returncode == 0, proc.stderr[-3000:]
         base = f"http://127.0.0.1:{port}"
         wait_ready(base, version=model_version(model_dir))
-        yield Field(base, model_dir, shards)
+        yield Field(base, model_dir, shards, tmp / "feedback", tmp)
     finally:
         serve.shutdown()
         ray.shutdown()
+        if saved is None:
+            os.environ.pop("MYCOLENS_RELOAD_TOKEN", None)
+        else:
+            os.environ["MYCOLENS_RELOAD_TOKEN"] = saved
 
 
 def encode(img: Image.Image, fmt: str, **save) -> bytes:
@@ -354,13 +366,17 @@ def test_the_page_installs_and_answers_on_the_device_offline(browser, field, tmp
     context = browser.new_context()
     page = context.new_page()
     page.goto(field.base + "/")
-    # the service worker keeps the page, scripts, ONNX Runtime Web and the served model, then controls the page
+    # the service worker keeps the page, scripts and ONNX Runtime Web, then controls the page; the page keeps the
+    # verified model pair itself
     page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=60_000)
-    kept = page.evaluate(
-        "caches.open('mycolens-field-v1').then((c) => c.keys()).then((k) => k.map((r) => new URL(r.url).pathname))"
-    )
-    assert {"/", "/static/field.js", "/field/ort/ort-wasm-simd-threaded.wasm", "/field/model.json"} <= set(kept)
-    assert "/field/model/int8" in kept
+    assert kept_paths(page, "mycolens-field-v2") >= {
+        "/",
+        "/static/field.js",
+        "/static/outbox.js",
+        "/field/ort/ort-wasm-simd-threaded.wasm",
+        "/feedback",
+    }
+    wait_model_kept(page, model_sha)
 
     page.get_by_label("Choose a photo").set_input_files(photo_file)  # online, automatic: the server answers
     page.wait_for_selector("#result:not([hidden])", timeout=30_000)
@@ -381,8 +397,31 @@ def test_the_page_installs_and_answers_on_the_device_offline(browser, field, tmp
     assert page.locator("#common-name").get_attribute("data-species") == api["species"]
     assert page.locator("#common-name").inner_text() == api["common_name"]
     assert page.locator("#topk-body tr").count() == len(api["top_k"])
+    assert source.get_attribute("data-model-update") == "offline"
     page.screenshot(path=str(tmp_path / "field-offline.png"), full_page=True)
     context.close()
+
+
+def kept_paths(page, cache: str) -> set[str]:
+    """The paths a Cache Storage cache of the page holds."""
+    js = "(n) => caches.open(n).then((c) => c.keys()).then((k) => k.map((r) => new URL(r.url).pathname))"
+    return set(page.evaluate(js, cache))
+
+
+def wait_model_kept(page, model_sha: str) -> None:
+    """Wait until the page (app.js, on load) has fetched, verified and kept the served model with model.json `model_sha`."""
+    pointer = "/field/kept/current"
+    js = """async ([sha, key]) => {
+      const r = await (await caches.open("mycolens-field-model")).match(key);
+      return r !== undefined && (await r.json()).sha256 === sha;
+    }"""
+    deadline = time.monotonic() + 60
+    while not page.evaluate(js, [model_sha, pointer]):
+        assert time.monotonic() < deadline, f"the page did not keep model {model_sha[:12]} within 60 s"
+        time.sleep(0.25)
+    assert {f"/field/kept/{model_sha}/model.json", f"/field/kept/{model_sha}/model"} <= kept_paths(
+        page, "mycolens-field-model"
+    )
 
 
 NODE_PREPROCESS = """
@@ -463,3 +502,169 @@ def test_bad_photos_get_the_servers_error_codes_on_the_device(browser, field, tm
     assert page.locator("#result").is_hidden()
     assert "not a photo" in page.locator("#error-message").inner_text()
     page.close()
+
+
+DEVICE_ONE = """
+async ([b64, type]) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  return window.mycolensField.answer(new Blob([bytes], { type }), 5);
+}
+"""
+
+
+def reload_model(base: str, model_dir: Path) -> None:
+    """POST /admin/reload to `model_dir` (int8) and wait until /predict answers with its version."""
+    with httpx.Client(base_url=base, timeout=120) as c:
+        r = c.post(
+            "/admin/reload",
+            json={"model_dir": str(model_dir), "variant": "int8"},
+            headers={"Authorization": f"Bearer {RELOAD_TOKEN}"},
+        )
+        assert r.status_code == 200, r.text
+    wait_ready(base, version=model_version(model_dir))
+
+
+def test_a_new_served_model_replaces_the_kept_one_only_once_verified(browser, field):
+    """After a reload on the server, the page's next online visit fetches the new pair; a transfer that fails the
+    sha256 check keeps the verified model it had (and says so); the device never answers with a mixed pair."""
+    photo = [b.as_py() for b in read_split(field.shards, "test", ["image"]).column("image")][9]
+    arg = [base64.b64encode(photo).decode(), "image/jpeg"]
+    old_sha = hashlib.sha256((field.model_dir / "model.json").read_bytes()).hexdigest()
+    second = make_model_dir(field.tmp / "second", seed=1)
+    new_sha = hashlib.sha256((second / "model.json").read_bytes()).hexdigest()
+    assert model_version(second) != model_version(field.model_dir)
+
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(field.base + "/")
+        page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=60_000)
+        wait_model_kept(page, old_sha)
+        first = page.evaluate(DEVICE_ONE, arg)
+        assert first["model_sha256"] == old_sha and first["model_update"]["status"] in ("fetched", "current")
+
+        reload_model(field.base, second)
+        with httpx.Client(base_url=field.base, timeout=60) as c:
+            server_new = c.post("/predict?top_k=5", files={"file": ("p.jpg", photo, "image/jpeg")}).json()
+        assert server_new["model"]["version"] == model_version(second)
+
+        # the next visit gets model files that differ from the new model.json's sha256 (a broken transfer)
+        def broken(route) -> None:
+            body = bytearray(route.fetch().body())
+            body[len(body) // 2] ^= 0xFF
+            route.fulfill(status=200, body=bytes(body), headers={"Content-Type": "application/octet-stream"})
+
+        context.route("**/field/model/*", broken)
+        page.reload()
+        refused = page.evaluate(DEVICE_ONE, arg)
+        assert refused["model_update"]["status"] == "refused", refused["model_update"]
+        assert "differs from model.json's sha256" in refused["model_update"]["problem"]
+        assert refused["model_sha256"] == old_sha and refused["model"] == first["model"]
+        assert refused["probabilities"] == first["probabilities"]
+        wait_model_kept(page, old_sha)
+        page.select_option("#answer-mode", "device")
+        upload = field.tmp / "update.jpg"
+        upload.write_bytes(photo)
+        page.get_by_label("Choose a photo").set_input_files(upload)
+        page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+        source = page.locator("#answer-source")
+        assert source.get_attribute("data-model-update") == "refused"
+        assert "could not be verified" in source.inner_text()
+
+        # the transfer works again: the next visit fetches, verifies and keeps the new pair, and answers as the server
+        context.unroute("**/field/model/*")
+        page.reload()
+        updated = page.evaluate(DEVICE_ONE, arg)
+        assert updated["model_update"]["status"] == "fetched" and updated["model_sha256"] == new_sha
+        assert updated["model"] == server_new["model"]
+        assert (updated["verdict"], updated["species"]) == (server_new["verdict"], server_new["species"])
+        wait_model_kept(page, new_sha)
+        assert not any(old_sha in p for p in kept_paths(page, "mycolens-field-model"))
+        page.reload()
+        assert page.evaluate(DEVICE_ONE, arg)["model_update"]["status"] == "current"
+    finally:
+        context.close()
+        reload_model(field.base, field.model_dir)
+
+
+OUTBOX_WAITING = "document.getElementById('outbox-status').dataset.waiting"
+
+
+def test_feedback_given_offline_waits_on_the_device_and_is_sent_once(browser, field, tmp_path):
+    """Corrections given with no network are kept in IndexedDB, survive a reload, and reach POST /feedback once the
+    network is back, once each; a send whose answer is lost is not stored twice (409 duplicate_claim clears it)."""
+    from mycolens.monitoring.claims import read_claims
+
+    photos = [b.as_py() for b in read_split(field.shards, "test", ["image"]).column("image")][20:23]
+    files = []
+    for i, data in enumerate(photos):
+        files.append(tmp_path / f"found-{i}.jpg")
+        files[-1].write_bytes(data)
+    species = ["boletus_edulis", "amanita_phalloides", "cantharellus_cibarius"]
+    before = {c.id for c in read_claims(field.feedback)}
+
+    def new_claims() -> list:
+        return [c for c in read_claims(field.feedback) if c.id not in before]
+
+    def correct(page, path: Path, chosen: str) -> str:
+        page.get_by_label("Choose a photo").set_input_files(path)
+        page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+        page.select_option("#feedback-species", chosen)
+        page.check("#feedback-consent")
+        page.click("#feedback-send")
+        page.wait_for_function(
+            "(t) => !document.getElementById('feedback-status').textContent.startsWith(t)", arg="Sending"
+        )
+        page.wait_for_function("document.getElementById('feedback-status').textContent.length > 0")
+        return page.locator("#feedback-status").inner_text()
+
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(field.base + "/")
+        page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=60_000)
+        wait_model_kept(page, hashlib.sha256((field.model_dir / "model.json").read_bytes()).hexdigest())
+
+        context.set_offline(True)
+        page.reload()
+        page.wait_for_selector("#file", state="attached")
+        assert "kept on this device" in correct(page, files[0], species[0])
+        assert "(2 waiting)" in correct(page, files[1], species[1])
+        page.reload()  # still offline: the page says what waits
+        page.wait_for_function(f"{OUTBOX_WAITING} === '2'")
+        assert "2 correction(s) wait on this device" in page.locator("#outbox-status").inner_text()
+        assert new_claims() == []
+
+        context.set_offline(False)  # the "online" event sends what waits
+        page.wait_for_function(f"{OUTBOX_WAITING} === '0'", timeout=30_000)
+        assert "2 correction(s) kept on this device reached the server" in page.locator("#outbox-status").inner_text()
+        assert sorted(c.species for c in new_claims()) == sorted(species[:2])
+        again = page.evaluate("window.mycolensOutbox.send()")
+        assert (again["sent"], again["already"], again["left"]) == (0, 0, 0)
+
+        # the server stores a correction but its answer never reaches the page: kept, then cleared by the 409.
+        # (Chromium does not hand an intercepted multipart body with a file to Playwright, so the handler delivers
+        # the same photo and species itself, then cuts the page's connection.)
+        delivered: list[int] = []
+
+        def lost(route) -> None:
+            if route.request.method == "POST":
+                sent = {"file": ("photo", photos[2], "image/jpeg")}
+                delivered.append(
+                    httpx.post(field.base + "/feedback", files=sent, data={"species": species[2]}).status_code
+                )
+                route.abort("connectionreset")
+            else:
+                route.continue_()
+
+        context.route("**/feedback", lost)
+        assert "kept on this device" in correct(page, files[2], species[2])
+        assert delivered == [202] and len(new_claims()) == 3
+        context.unroute("**/feedback")
+        report = page.evaluate("window.mycolensOutbox.send()")
+        assert (report["sent"], report["already"], report["left"], report["refused"]) == (0, 1, 0, [])
+        claims = new_claims()
+        assert sorted(c.species for c in claims) == sorted(species)
+        assert len({c.sha256 for c in claims}) == 3
+    finally:
+        context.close()

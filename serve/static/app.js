@@ -4,6 +4,7 @@
 
 (function () {
   const TOP_K = 5;
+  const SLOW_MS = 10_000; // automatic mode: a server that has not answered by then is "slow"; this device answers
   const $ = (id) => document.getElementById(id);
   const VERDICTS = {
     edible: {
@@ -203,9 +204,21 @@
     const device = answer.source === "device";
     line.dataset.source = device ? "device" : "server";
     line.dataset.modelSha256 = answer.model_sha256 || "";
-    line.textContent = device
-      ? "Answered on this device, with no server (model.json " + String(answer.model_sha256 || "").slice(0, 12) + ")"
-      : "Answered by the server";
+    const update = (answer.model_update || {}).status || "";
+    line.dataset.modelUpdate = update;
+    if (!device) {
+      line.textContent = "Answered by the server";
+      return;
+    }
+    const m = answer.model || {};
+    let text = "Answered on this device, with no server (model " + (m.version || "?") + ", model.json " +
+      String(answer.model_sha256 || "").slice(0, 12) + ")";
+    if (update === "offline") text += ": the model kept on this device since the last visit online";
+    if (update === "refused") {
+      text += ": the server's model could not be verified, so the model kept on this device answered (" +
+        String((answer.model_update || {}).problem || "") + ")";
+    }
+    line.textContent = text;
   }
 
   // the on-device answer (serve/static/field.js); errors read as the server's do
@@ -243,8 +256,10 @@
       const data = new FormData();
       data.append("file", file, "photo");
       let response = null;
+      const slow = new AbortController();
+      const timer = mode === "auto" && window.mycolensField ? setTimeout(() => slow.abort(), SLOW_MS) : null;
       try {
-        response = await fetch("/predict?top_k=" + TOP_K, { method: "POST", body: data });
+        response = await fetch("/predict?top_k=" + TOP_K, { method: "POST", body: data, signal: slow.signal });
       } catch (e) {
         if (mode === "server") {
           $("status").textContent = "";
@@ -252,8 +267,10 @@
           return;
         }
       }
+      clearTimeout(timer);
       if (ticket !== asked) return;
-      if (response === null) {
+      const down = response !== null && mode === "auto" && [502, 503, 504].includes(response.status);
+      if (response === null || down) {
         answer = await identifyOnDevice(file);
       } else if (!response.ok) {
         $("status").textContent = "";
@@ -297,23 +314,63 @@
       $("feedback-consent").focus();
       return;
     }
+    if (navigator.onLine === false) {
+      await queueFeedback(chosen, currentFile);
+      return;
+    }
     const data = new FormData();
     data.append("species", chosen);
     data.append("file", currentFile, "photo");
     status.textContent = "Sending\u2026";
+    let response;
     try {
-      const response = await fetch("/feedback", { method: "POST", body: data });
-      if (!response.ok) {
-        status.textContent = "Not stored: " + (await errorText(response));
-        return;
-      }
-      const body = await response.json();
-      status.textContent = "Thank you. Your correction (" + nameOf(body.species) +
-        ") waits for a reviewer; only reviewed corrections train a future model.";
-      $("feedback-consent").checked = false;
+      response = await fetch("/feedback", { method: "POST", body: data });
     } catch (e) {
-      status.textContent = "Could not reach the server; nothing was stored.";
+      await queueFeedback(chosen, currentFile);
+      return;
     }
+    if (!response.ok) {
+      status.textContent = "Not stored: " + (await errorText(response));
+      return;
+    }
+    const body = await response.json();
+    status.textContent = "Thank you. Your correction (" + nameOf(body.species) +
+      ") waits for a reviewer; only reviewed corrections train a future model.";
+    $("feedback-consent").checked = false;
+  }
+
+  // no network: the correction waits on this device (serve/static/outbox.js) and is sent when the network is back
+  async function queueFeedback(chosen, file) {
+    const status = $("feedback-status");
+    if (!window.mycolensOutbox) {
+      status.textContent = "Could not reach the server; nothing was stored.";
+      return;
+    }
+    try {
+      const waiting = await window.mycolensOutbox.add(chosen, file);
+      status.textContent = "No network: your correction (" + nameOf(chosen) + ") is kept on this device and is " +
+        "sent when the network is back (" + waiting + " waiting).";
+      $("feedback-consent").checked = false;
+      showOutbox(waiting);
+    } catch (e) {
+      status.textContent = "Could not reach the server, and this browser could not keep the correction: nothing was stored.";
+    }
+  }
+
+  function showOutbox(waiting, report) {
+    const line = $("outbox-status");
+    const parts = [];
+    if (report && report.sent + report.already > 0) {
+      parts.push((report.sent + report.already) + " correction(s) kept on this device reached the server");
+    }
+    if (report && report.refused.length) {
+      parts.push(report.refused.length + " kept correction(s) were refused: " +
+        report.refused.map((r) => nameOf(r.species) + " (" + (r.message || r.code) + ")").join("; "));
+    }
+    if (waiting > 0) parts.push(waiting + " correction(s) wait on this device for the network");
+    line.textContent = parts.join(". ") + (parts.length ? "." : "");
+    line.dataset.waiting = String(waiting);
+    line.hidden = parts.length === 0;
   }
 
   function fillSpecies(list) {
@@ -370,4 +427,13 @@
     navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch(() => { /* no offline copy */ });
   }
   loadSpecies();
+  window.addEventListener("mycolens-outbox", (e) => showOutbox(e.detail.left, e.detail));
+  window.addEventListener("load", () => {
+    // an online visit fetches the served model for answers with no network (or keeps the verified one), and sends
+    // the corrections that waited on this device
+    if (window.mycolensField) window.mycolensField.load().catch(() => { /* the device answers only when asked */ });
+    const outbox = window.mycolensOutbox;
+    if (outbox && navigator.onLine !== false) outbox.send().catch(() => { /* next time */ });
+    else if (outbox) outbox.count().then((n) => showOutbox(n), () => { /* no storage */ });
+  });
 })();

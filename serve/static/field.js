@@ -1,8 +1,9 @@
 // mycolens field mode: the served model answers on this device with ONNX Runtime Web (WASM), exactly as the server
 // does (mycolens.inference.preprocess, mycolens.inference.onnx_model.answers, mycolens.verdict.rule.judge).
 // Every number of the rule comes from the model's own model.json (GET /field/model.json); the ONNX file is checked
-// against model.json's sha256 before it runs. Loaded lazily: nothing is fetched until the first on-device answer.
-// window.mycolensField = {load(), answer(blob, topK), info()}.
+// against model.json's sha256 before it runs. The page calls load() once the page is loaded.
+// The last verified model is kept on the device (see keep), so answers work offline; a new server model replaces it
+// on the next online visit only once it passes the same check. window.mycolensField = {load(), answer(blob, topK), info()}.
 
 const ORT_BASE = "/field/ort/";
 const TOP_K = 3;
@@ -27,6 +28,49 @@ async function fetchBytes(url) {
   return { bytes: await r.arrayBuffer(), headers: r.headers };
 }
 
+// ---------------------------------------------------------------- the kept model (Cache Storage)
+
+// The last model pair that passed verification, kept on the device for answers with no network: model.json, its
+// ONNX file and a pointer {sha256, variant, headers} written last. A pair is read back only when both hashes still
+// match, so the device never runs a model with another model's model.json.
+const STORE = "mycolens-field-model";
+const KEPT = "/field/kept/";
+
+async function keep(pair) {
+  const cache = await caches.open(STORE);
+  const dir = KEPT + pair.sha256 + "/";
+  await cache.put(dir + "model.json", new Response(pair.metaBytes));
+  await cache.put(dir + "model", new Response(pair.modelBytes));
+  await cache.put(KEPT + "current", new Response(JSON.stringify({
+    sha256: pair.sha256, variant: pair.variant, headers: pair.limitHeaders,
+  })));
+  for (const request of await cache.keys()) {
+    const path = new URL(request.url).pathname;
+    if (path.startsWith(KEPT) && path !== KEPT + "current" && !path.startsWith(dir)) await cache.delete(request);
+  }
+}
+
+async function readKept() {
+  if (!globalThis.caches) return null;
+  const cache = await caches.open(STORE);
+  const pointer = await cache.match(KEPT + "current");
+  if (!pointer) return null;
+  const { sha256, variant, headers } = await pointer.json();
+  const meta = await cache.match(KEPT + sha256 + "/model.json");
+  const model = await cache.match(KEPT + sha256 + "/model");
+  if (!meta || !model) return null;
+  const metaBytes = await meta.arrayBuffer();
+  const modelBytes = await model.arrayBuffer();
+  const parsed = JSON.parse(new TextDecoder().decode(metaBytes));
+  const entry = parsed.files && parsed.files[variant];
+  if ((await sha256hex(metaBytes)) !== sha256 || !entry || (await sha256hex(modelBytes)) !== entry.sha256) {
+    return null;
+  }
+  return { sha256, variant, meta: parsed, metaBytes, modelBytes, limitHeaders: headers };
+}
+
+const LIMIT_HEADERS = ["X-Mycolens-Max-Bytes", "X-Mycolens-Max-Pixels", "X-Mycolens-Min-Side"];
+
 // VerdictRule.from_dict of mycolens.verdict.rule: rule_for(meta, variant) takes the variant's own thresholds
 function ruleFor(meta, variant) {
   const own = meta.verdict_by_variant && meta.verdict_by_variant[variant];
@@ -44,45 +88,84 @@ function ruleFor(meta, variant) {
   };
 }
 
+async function session(ort, modelBytes) {
+  return ort.InferenceSession.create(new Uint8Array(modelBytes), {
+    executionProviders: ["wasm"],
+    graphOptimizationLevel: "all",
+  });
+}
+
+// The served model.json and an ONNX file that matches its sha256 and runs here (the served variant first, then
+// int8, then fp32); reuses the kept file when model.json is the kept one. Throws when none passes.
+async function fetchServed(ort, kept, tried) {
+  const { bytes: metaBytes, headers } = await fetchBytes("/field/model.json");
+  const sha256 = await sha256hex(metaBytes);
+  const meta = JSON.parse(new TextDecoder().decode(metaBytes));
+  const limitHeaders = Object.fromEntries(LIMIT_HEADERS.map((h) => [h, headers.get(h)]));
+  const served = headers.get("X-Mycolens-Variant") || "int8";
+  for (const variant of [...new Set([served, "int8", "fp32"])]) {
+    const entry = meta.files && meta.files[variant];
+    if (!entry) continue;
+    try {
+      let modelBytes;
+      if (kept && kept.sha256 === sha256 && kept.variant === variant) {
+        modelBytes = kept.modelBytes;
+      } else {
+        modelBytes = (await fetchBytes("/field/model/" + variant)).bytes;
+        if ((await sha256hex(modelBytes)) !== entry.sha256) {
+          throw new FieldError("model_unavailable", entry.path + " differs from model.json's sha256");
+        }
+      }
+      const pair = { sha256, variant, meta, metaBytes, modelBytes, limitHeaders };
+      return { ...pair, session: await session(ort, modelBytes) };
+    } catch (e) {
+      tried.push(variant + ": " + (e && e.message ? e.message : String(e)));
+    }
+  }
+  throw new FieldError("model_unavailable", "no model file of the served model.json runs here (" + tried.join("; ") + ")");
+}
+
+// The model the device runs: the server's when it can be fetched and verified (then kept), else the kept one.
+// `update` says which: "fetched" (the server's, new to this device), "current" (the server's, already kept) or
+// "offline" / "refused" (the kept model; the server could not be reached / its model failed verification).
 async function loadOnce() {
   const ort = await import(ORT_BASE + "ort.wasm.min.mjs");
   ort.env.wasm.wasmPaths = ORT_BASE;
   ort.env.wasm.numThreads = globalThis.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
   ort.env.wasm.proxy = false;
-  const { bytes, headers } = await fetchBytes("/field/model.json");
-  const sha256 = await sha256hex(bytes);
-  const meta = JSON.parse(new TextDecoder().decode(bytes));
-  const served = headers.get("X-Mycolens-Variant") || "int8";
   const tried = [];
-  for (const variant of [...new Set([served, "int8", "fp32"])]) {
-    const entry = meta.files && meta.files[variant];
-    if (!entry) continue;
-    try {
-      const file = await fetchBytes("/field/model/" + variant);
-      if ((await sha256hex(file.bytes)) !== entry.sha256) {
-        throw new FieldError("model_unavailable", entry.path + " differs from model.json's sha256");
-      }
-      const session = await ort.InferenceSession.create(new Uint8Array(file.bytes), {
-        executionProviders: ["wasm"],
-        graphOptimizationLevel: "all",
-      });
-      const cat = meta.catalogue;
-      const classes = cat.classes || cat.species;
-      const limit = (name) => Number(headers.get("X-Mycolens-" + name));
-      return {
-        ort, session, meta, variant, sha256, tried,
-        // the server's photo limits (serve.limits), so a photo the server refuses is refused here alike
-        limits: { maxBytes: limit("Max-Bytes") || Infinity, maxPixels: limit("Max-Pixels") || Infinity, minSide: limit("Min-Side") || 1 },
-        rule: ruleFor(meta, variant),
-        classes,
-        byId: Object.fromEntries(classes.map((c) => [c.id, c])),
-        dangerous: classes.map((c) => c.edibility === "poisonous" || c.edibility === "deadly"),
-      };
-    } catch (e) {
-      tried.push(variant + ": " + (e && e.message ? e.message : String(e)));
-    }
+  let kept = null;
+  try {
+    kept = await readKept();
+  } catch (e) {
+    tried.push("kept model: " + (e && e.message ? e.message : String(e)));
   }
-  throw new FieldError("model_unavailable", "no model file runs on this device (" + tried.join("; ") + ")");
+  let pair = null;
+  let update;
+  let problem = "";
+  try {
+    pair = await fetchServed(ort, kept, tried);
+    update = kept && kept.sha256 === pair.sha256 ? "current" : "fetched";
+    if (globalThis.caches) await keep(pair);
+  } catch (e) {
+    problem = e && e.message ? e.message : String(e);
+    update = e instanceof FieldError ? "refused" : "offline";
+    if (!kept) throw new FieldError("model_unavailable", "no model on this device yet, and " + problem);
+    pair = { ...kept, session: await session(ort, kept.modelBytes) };
+  }
+  const { meta, variant, sha256 } = pair;
+  const cat = meta.catalogue;
+  const classes = cat.classes || cat.species;
+  const limit = (name) => Number(pair.limitHeaders["X-Mycolens-" + name]);
+  return {
+    ort, session: pair.session, meta, variant, sha256, tried, update, problem,
+    // the server's photo limits (serve.limits), so a photo the server refuses is refused here alike
+    limits: { maxBytes: limit("Max-Bytes") || Infinity, maxPixels: limit("Max-Pixels") || Infinity, minSide: limit("Min-Side") || 1 },
+    rule: ruleFor(meta, variant),
+    classes,
+    byId: Object.fromEntries(classes.map((c) => [c.id, c])),
+    dangerous: classes.map((c) => c.edibility === "poisonous" || c.edibility === "deadly"),
+  };
 }
 
 export function load() {
@@ -438,13 +521,15 @@ function answerOf(m, outputs, topK) {
     model: { name: m.meta.name, version: m.meta.version, variant: m.variant },
     source: "device",
     model_sha256: m.sha256,
+    model_update: { status: m.update, problem: m.problem },
     probabilities: probs,
     scores: { energy, feature_score: feature, input_stats: stats },
   };
 }
 
 // The on-device answer for a photo (a File or Blob): the /predict answer's fields, plus source "device",
-// model_sha256 (the model.json hash), the full calibrated probabilities and the abstention scores
+// model_sha256 (the model.json hash), model_update (see loadOnce), the full calibrated probabilities and the
+// abstention scores
 export async function answer(blob, topK = TOP_K) {
   const m = await load();
   const img = await decode(blob, m.limits);
@@ -459,6 +544,7 @@ export async function info() {
   const m = await load();
   return {
     name: m.meta.name, version: m.meta.version, variant: m.variant, model_sha256: m.sha256, tried: m.tried,
+    update: m.update, problem: m.problem,
     classes: m.classes.map((c) => ({
       id: c.id, common_name: c.common_name, scientific_name: c.scientific_name, edibility: c.edibility,
     })),

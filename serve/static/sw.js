@@ -1,15 +1,17 @@
-// mycolens service worker (served at /sw.js, scope /): keeps the page, its scripts, ONNX Runtime Web and the served
-// model in the Cache Storage so the page opens and answers on the device with no network.
-// Network first for everything it keeps (a fresh copy replaces the kept one); the kept copy when the network fails.
-// The model file and its model.json are kept together: field.js refuses an ONNX file whose sha256 differs from
-// model.json's, so a half-updated pair is never run.
+// mycolens service worker (served at /sw.js, scope /): keeps the page, its scripts, ONNX Runtime Web and the
+// species list (GET /feedback) in the Cache Storage so the page opens, answers on the device and takes feedback with
+// no network. Network first for everything it keeps (a fresh copy replaces the kept one); the kept copy when the
+// network fails. The model is not kept here: field.js keeps the last verified model.json + ONNX pair itself (cache
+// "mycolens-field-model"), so a half-updated pair is never run.
 "use strict";
 
-const CACHE = "mycolens-field-v1";
+const CACHE = "mycolens-field-v2";
+const MODEL_STORE = "mycolens-field-model"; // field.js's own
 const SHELL = [
   "/",
   "/static/app.js",
   "/static/field.js",
+  "/static/outbox.js",
   "/static/style.css",
   "/static/manifest.webmanifest",
   "/static/icon.svg",
@@ -19,33 +21,22 @@ const SHELL = [
 ];
 
 function kept(url) {
-  return url.origin === self.location.origin &&
-    (SHELL.includes(url.pathname) || url.pathname === "/field/model.json" || url.pathname.startsWith("/field/model/"));
-}
-
-// the model.json and the ONNX file of the variant the server runs (X-Mycolens-Variant), verified by hash
-async function keepModel(cache) {
-  const meta = await fetch("/field/model.json", { cache: "no-cache" });
-  if (!meta.ok) throw new Error("/field/model.json answered HTTP " + meta.status);
-  const variant = meta.headers.get("X-Mycolens-Variant") || "int8";
-  const model = await fetch("/field/model/" + variant, { cache: "no-cache" });
-  if (!model.ok) throw new Error("/field/model/" + variant + " answered HTTP " + model.status);
-  await cache.put("/field/model.json", meta);
-  await cache.put("/field/model/" + variant, model);
+  return url.origin === self.location.origin && (SHELL.includes(url.pathname) || url.pathname === "/feedback");
 }
 
 self.addEventListener("install", (event) => {
   event.waitUntil((async () => {
     const cache = await caches.open(CACHE);
     await cache.addAll(SHELL.map((u) => new Request(u, { cache: "no-cache" })));
-    await keepModel(cache);
+    const species = await fetch("/feedback", { cache: "no-cache" }).catch(() => null); // the form's species list
+    if (species && species.ok) await cache.put("/feedback", species);
     await self.skipWaiting();
   })());
 });
 
 self.addEventListener("activate", (event) => {
   event.waitUntil((async () => {
-    for (const name of await caches.keys()) if (name !== CACHE) await caches.delete(name);
+    for (const name of await caches.keys()) if (name !== CACHE && name !== MODEL_STORE) await caches.delete(name);
     await self.clients.claim();
   })());
 });

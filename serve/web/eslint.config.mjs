@@ -10,7 +10,7 @@ export default [
     rules: { "no-unused-vars": ["error", { caughtErrors: "none" }] },
   },
   {
-    files: ["field.js"],
+    files: ["field.js", "outbox.js"],
     languageOptions: { sourceType: "module" },
   },
   {
