@@ -162,23 +162,14 @@ def make_cfg(tmp_path: Path, tiny_shards: Path, tiny_ood_sets: Path) -> Callable
     return _make
 
 
-# Debian's Chromium for the browser tests (a browser download fails offline), started headless
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
+    from serve.browser import launch
+
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        b = launch(p)
         try:
             yield b
         finally:

@@ -222,7 +222,7 @@ async (items) => {
       answers.push({ error: { code: e.code || "", message: String(e.message || e) } });
     }
   }
-  return { info, answers, ms: performance.now() - t0 };
+  return { info, answers, ms: performance.now() - t0, cores: navigator.hardwareConcurrency };
 }
 """
 
@@ -264,6 +264,9 @@ def test_device_answers_agree_with_the_server(browser, field, tmp_path):
     info, device = out["info"], out["answers"]
     assert info["model_sha256"] == mj.headers["etag"].strip('"')
     assert info["version"] == meta["version"] and info["variant"] == "int8", info
+    # the page is cross-origin isolated (serve.field.cross_origin_isolated), so WASM threads could run; it runs the
+    # serve.field.wasm_threads the server names
+    assert info["isolated"] and info["threads"] == 1, info
     assert all(u.startswith(field.base) or u.startswith(("blob:", "data:")) for u in requests), requests
     assert any("/field/ort/ort-wasm-simd-threaded.wasm" in u for u in requests)
 
@@ -339,6 +342,7 @@ def test_device_answers_agree_with_the_server(browser, field, tmp_path):
         "device_ms_per_photo": round(out["ms"] / n, 2),
         "server_s": round(server_s, 1),
         "variant": info["variant"],
+        "wasm_threads": info["threads"],
     }
     print("field-mode parity:", json.dumps(report))
     nan_mismatch = np.argwhere(np.isnan(stats_dev) != np.isnan(outs["input_stats"]))

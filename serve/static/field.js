@@ -69,7 +69,15 @@ async function readKept() {
   return { sha256, variant, meta: parsed, metaBytes, modelBytes, limitHeaders: headers };
 }
 
-const LIMIT_HEADERS = ["X-Mycolens-Max-Bytes", "X-Mycolens-Max-Pixels", "X-Mycolens-Min-Side"];
+const LIMIT_HEADERS = ["X-Mycolens-Max-Bytes", "X-Mycolens-Max-Pixels", "X-Mycolens-Min-Side", "X-Mycolens-Wasm-Threads"];
+
+// ONNX Runtime Web's WASM threads (serve.field.wasm_threads; 0: min(4, cores)), set before its first session; threads
+// need a cross-origin-isolated page
+function setThreads(ort, headers) {
+  const wanted = Number(headers["X-Mycolens-Wasm-Threads"] || 1);
+  const threads = wanted > 0 ? wanted : Math.min(4, navigator.hardwareConcurrency || 1);
+  ort.env.wasm.numThreads = globalThis.crossOriginIsolated ? threads : 1;
+}
 
 // VerdictRule.from_dict of mycolens.verdict.rule: rule_for(meta, variant) takes the variant's own thresholds
 function ruleFor(meta, variant) {
@@ -103,6 +111,7 @@ async function fetchServed(ort, kept, tried) {
   const meta = JSON.parse(new TextDecoder().decode(metaBytes));
   const limitHeaders = Object.fromEntries(LIMIT_HEADERS.map((h) => [h, headers.get(h)]));
   const served = headers.get("X-Mycolens-Variant") || "int8";
+  setThreads(ort, limitHeaders);
   for (const variant of [...new Set([served, "int8", "fp32"])]) {
     const entry = meta.files && meta.files[variant];
     if (!entry) continue;
@@ -131,7 +140,6 @@ async function fetchServed(ort, kept, tried) {
 async function loadOnce() {
   const ort = await import(ORT_BASE + "ort.wasm.min.mjs");
   ort.env.wasm.wasmPaths = ORT_BASE;
-  ort.env.wasm.numThreads = globalThis.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
   ort.env.wasm.proxy = false;
   const tried = [];
   let kept = null;
@@ -151,6 +159,7 @@ async function loadOnce() {
     problem = e && e.message ? e.message : String(e);
     update = e instanceof FieldError ? "refused" : "offline";
     if (!kept) throw new FieldError("model_unavailable", "no model on this device yet, and " + problem);
+    setThreads(ort, kept.limitHeaders);
     pair = { ...kept, session: await session(ort, kept.modelBytes) };
   }
   const { meta, variant, sha256 } = pair;
@@ -528,23 +537,27 @@ function answerOf(m, outputs, topK) {
 }
 
 // The on-device answer for a photo (a File or Blob): the /predict answer's fields, plus source "device",
-// model_sha256 (the model.json hash), model_update (see loadOnce), the full calibrated probabilities and the
-// abstention scores
+// model_sha256 (the model.json hash), model_update (see loadOnce), the full calibrated probabilities, the
+// abstention scores and timings_ms (decode, preprocess, model)
 export async function answer(blob, topK = TOP_K) {
   const m = await load();
+  const t0 = performance.now();
   const img = await decode(blob, m.limits);
+  const t1 = performance.now();
   const size = Number(m.meta.preprocessing.image_size);
   const x = preprocess(img.data, img.width, img.height, m.meta.preprocessing);
+  const t2 = performance.now();
   const feeds = { [m.session.inputNames[0]]: new m.ort.Tensor("float32", x, [1, 3, size, size]) };
   const outputs = await m.session.run(feeds);
-  return answerOf(m, outputs, topK);
+  const t3 = performance.now();
+  return { ...answerOf(m, outputs, topK), timings_ms: { decode: t1 - t0, preprocess: t2 - t1, model: t3 - t2 } };
 }
 
 export async function info() {
   const m = await load();
   return {
     name: m.meta.name, version: m.meta.version, variant: m.variant, model_sha256: m.sha256, tried: m.tried,
-    update: m.update, problem: m.problem,
+    update: m.update, problem: m.problem, threads: m.ort.env.wasm.numThreads, isolated: Boolean(globalThis.crossOriginIsolated),
     classes: m.classes.map((c) => ({
       id: c.id, common_name: c.common_name, scientific_name: c.scientific_name, edibility: c.edibility,
     })),

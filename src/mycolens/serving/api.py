@@ -28,7 +28,7 @@ from mycolens.serving.routes.common import RATE_LIMITED_DOC, RETRY_AFTER_DOC, Ba
 from mycolens.serving.routes.field import field_router, ort_dir_for
 from mycolens.serving.routes.health import health_router
 from mycolens.serving.routes.inference_v2 import v2_router
-from mycolens.serving.routes.page import mount_static, page_router
+from mycolens.serving.routes.page import CrossOriginIsolation, mount_static, page_router
 from mycolens.serving.routes.predict import predict_router
 from mycolens.serving.settings import Limits, ServeSettings
 
@@ -123,11 +123,13 @@ def build_api(
     )
     app.state.rate_limiter = limiter
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if settings.cross_origin_isolated:
+        app.add_middleware(CrossOriginIsolation)
     app.include_router(predict_router(settings.limits, backend, view, metrics, ctx.hooks))
     app.include_router(health_router(view, metrics))
     app.include_router(v2_router(settings.limits, backend, view))
     app.include_router(admin_router(settings, backend, view, metrics))
-    app.include_router(field_router(view, ort_dir_for(static_dir), settings.limits))
+    app.include_router(field_router(view, ort_dir_for(static_dir), settings.limits, settings.wasm_threads))
     mount_static(app, static_dir)
     app.include_router(page_router(static_dir))
     for router in routers:

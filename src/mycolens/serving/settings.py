@@ -75,6 +75,8 @@ class ServeSettings:
     reload_wait_s: float
     app_title: str
     rate_limits: RateLimitSettings
+    cross_origin_isolated: bool  # the page with COOP/COEP (multi-threaded WASM for field mode)
+    wasm_threads: int  # field mode's ONNX Runtime Web threads; 0: min(4, the device's cores)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> ServeSettings:
@@ -94,6 +96,8 @@ class ServeSettings:
             reload_wait_s=float(cfg["reload"]["wait_s"]),
             app_title=str(cfg.get("title", "mycolens")),
             rate_limits=RateLimitSettings.from_config(cfg["rate_limits"]),
+            cross_origin_isolated=bool(cfg["field"]["cross_origin_isolated"]),
+            wasm_threads=int(cfg["field"]["wasm_threads"]),
         )
 
     def reload_token(self) -> str | None:

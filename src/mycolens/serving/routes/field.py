@@ -59,9 +59,10 @@ def _etag_response(request: Request, path: Path, etag: str, media_type: str, hea
     return FileResponse(path, media_type=media_type, headers=all_headers)
 
 
-def field_router(view: ModelView, ort_dir: Path | None, limits: Limits) -> APIRouter:
+def field_router(view: ModelView, ort_dir: Path | None, limits: Limits, wasm_threads: int) -> APIRouter:
     """The served model's files and ONNX Runtime Web's, for the page's on-device answers; model.json's answer
-    carries the server's photo limits (X-Mycolens-Max-Bytes, -Max-Pixels, -Min-Side) so the device refuses alike."""
+    carries the server's photo limits (X-Mycolens-Max-Bytes, -Max-Pixels, -Min-Side) so the device refuses alike,
+    and X-Mycolens-Wasm-Threads (serve.field.wasm_threads)."""
     router = APIRouter()
     hashes = _Hashes()
 
@@ -72,7 +73,8 @@ def field_router(view: ModelView, ort_dir: Path | None, limits: Limits) -> APIRo
     @router.get("/field/model.json", tags=["field"], responses={503: ERRORS[503]}, response_class=Response)
     async def model_json(request: Request) -> Response:
         """The served model's model.json as it is on disk; ETag its sha256 (the page's model version), header
-        X-Mycolens-Variant the variant the server runs, X-Mycolens-Max-* the server's photo limits."""
+        X-Mycolens-Variant the variant the server runs, X-Mycolens-Max-* the server's photo limits,
+        X-Mycolens-Wasm-Threads the device's ONNX Runtime Web threads."""
         info, folder = await served()
         path = folder / "model.json"
         if not path.is_file():
@@ -82,6 +84,7 @@ def field_router(view: ModelView, ort_dir: Path | None, limits: Limits) -> APIRo
             "X-Mycolens-Max-Bytes": str(limits.max_body_bytes),
             "X-Mycolens-Max-Pixels": str(limits.max_pixels),
             "X-Mycolens-Min-Side": str(limits.min_side),
+            "X-Mycolens-Wasm-Threads": str(wasm_threads),
         }
         return _etag_response(request, path, hashes(path), "application/json", headers)
 

@@ -1,6 +1,8 @@
-"""The web page: GET /, its service worker GET /sw.js (scope /, for field mode offline) and the /static files."""
+"""The web page: GET /, its service worker GET /sw.js (scope /, for field mode offline) and the /static files;
+optionally cross-origin isolated (COOP/COEP), so field mode's ONNX Runtime Web may run WASM threads."""
 
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -42,3 +44,33 @@ def page_router(static_dir: Path | None) -> APIRouter:
         return FileResponse(worker, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
 
     return router
+
+
+# Cross-origin isolation (window.crossOriginIsolated): SharedArrayBuffer, hence WASM threads. Every resource the page
+# loads is same-origin, so require-corp blocks nothing of it.
+ISOLATION_HEADERS = [
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-embedder-policy", b"require-corp"),
+]
+PAGE_PATHS = ("/", "/sw.js")
+PAGE_PREFIXES = ("/static/", "/field/")
+
+
+class CrossOriginIsolation:
+    """ASGI middleware: COOP same-origin + COEP require-corp on the page, its service worker, /static and /field."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path not in PAGE_PATHS and not path.startswith(PAGE_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_isolated(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *ISOLATION_HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, send_isolated)
