@@ -6,6 +6,7 @@ Dockerfile, CI workflows and pre-commit against the lock file. Nothing is built 
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shlex
 from pathlib import Path
@@ -581,7 +582,9 @@ def test_dockerfile_is_multistage_from_an_arg_base_with_the_lock_and_a_non_root_
     base = global_args["BASE_IMAGE"]
     assert f":{locked('ray')}-py311" in base, f"the default base {base} should be Ray {locked('ray')} on Python 3.11"
     froms = [a for ins, a in steps if ins == "FROM"]
-    assert len(froms) >= 2 and all(a.startswith("${BASE_IMAGE}") for a in froms), "multi-stage, both from BASE_IMAGE"
+    python_stages = [a for a in froms if a.startswith("${BASE_IMAGE}")]
+    assert len(python_stages) >= 2, "multi-stage, builder and runtime from BASE_IMAGE"
+    assert set(froms) - set(python_stages) <= {"${NODE_IMAGE} AS web"}, "only the web stage has another base"
     runs = " ".join(a for ins, a in steps if ins == "RUN")
     assert "-r requirements.lock" in runs, "dependencies come from requirements.lock"
     assert any(ins == "COPY" and "requirements.lock" in a for ins, a in steps)
@@ -593,6 +596,57 @@ def test_dockerfile_is_multistage_from_an_arg_base_with_the_lock_and_a_non_root_
     assert user.split(":")[0] not in ("root", "0") and "$" not in user, f"final USER {user} must be a non-root user"
     cmd = [a for ins, a in steps if ins == "CMD"][-1]
     assert "serve/config.yaml" in cmd or "scripts/" in cmd, "the default command is one of the project's own"
+
+
+def web_stage_run() -> str:
+    """The shell command of the Dockerfile's web stage (ONNX Runtime Web for field mode)."""
+    steps = dockerfile()
+    start = steps.index(("FROM", "${NODE_IMAGE} AS web"))
+    end = next(i for i in range(start + 1, len(steps)) if steps[i][0] == "FROM")
+    (run,) = [a for ins, a in steps[start:end] if ins == "RUN"]
+    return run
+
+
+def test_the_image_carries_onnx_runtime_web_from_the_committed_lock():
+    """Field mode's files come from serve/web/package-lock.json by `npm ci` in a stage of their own and land where the
+    app serves them from (mycolens.serving.routes.field.ORT_DIST beside serve/static); the host's node_modules never
+    enters the image."""
+    from mycolens.serving.routes.field import ORT_DIST
+
+    steps = dockerfile()
+    assert ("COPY", "serve/web/package.json serve/web/package-lock.json ./") in steps
+    assert web_stage_run().startswith("npm ci --omit=dev")
+    copy = [a for ins, a in steps if ins == "COPY" and a.startswith("--from=web ")]
+    assert copy == [f"--from=web /web/node_modules /app/serve/{ORT_DIST.parts[0]}/node_modules"], copy
+    assert ORT_DIST.parts[:2] == ("web", "node_modules")
+    assert "serve/web/node_modules" in (ROOT / ".dockerignore").read_text().splitlines()
+    lock = json.loads((ROOT / "serve" / "web" / "package-lock.json").read_text())
+    package = json.loads((ROOT / "serve" / "web" / "package.json").read_text())
+    pinned = package["dependencies"]["onnxruntime-web"]
+    assert (
+        re.fullmatch(r"\d+\.\d+\.\d+", pinned) and lock["packages"]["node_modules/onnxruntime-web"]["version"] == pinned
+    )
+
+
+@pytest.mark.slow
+def test_the_web_stage_command_installs_every_file_the_app_serves(tmp_path):
+    """The web stage's own command on a copy of serve/web's package files (npm's cache serves what `make web`
+    fetched): every ONNX Runtime Web file the app serves is there, and no dev tool."""
+    import shutil
+    import subprocess
+
+    from mycolens.serving.routes.field import ORT_FILES
+
+    npm = shutil.which("npm")
+    assert npm is not None, "field mode needs node and npm on the machine (make web)"
+    for name in ("package.json", "package-lock.json"):
+        shutil.copy(ROOT / "serve" / "web" / name, tmp_path / name)
+    run = web_stage_run().replace("npm ci", "npm ci --prefer-offline", 1)
+    done = subprocess.run(["bash", "-c", run], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    dist = tmp_path / "node_modules" / "onnxruntime-web" / "dist"
+    assert all((dist / name).is_file() for name in ORT_FILES), sorted(p.name for p in dist.iterdir())
+    assert not (tmp_path / "node_modules" / "eslint").exists()
 
 
 def test_dockerignore_keeps_data_models_and_runs_out():
