@@ -119,12 +119,49 @@ def measure(browser: Any, base: str, items: list[str], where: str) -> dict[str, 
         context.close()
 
 
+def screenshot(browser: Any, base: str, photo: bytes, out: Path) -> None:
+    """The page answering `photo` on the device with the network gone (opened once online, then offline), to `out`."""
+    import tempfile
+
+    context = browser.new_context(viewport={"width": 900, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(base + "/")
+        page.wait_for_function("navigator.serviceWorker.controller !== null", timeout=60_000)
+        page.wait_for_function("window.mycolensField !== undefined")
+        page.evaluate("window.mycolensField.load().then(() => true)")
+        context.set_offline(True)
+        page.reload()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "mushroom.jpg"
+            path.write_bytes(photo)
+            page.get_by_label("Choose a photo").set_input_files(path)
+            page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp_out = out.with_suffix(".tmp.png")
+        page.screenshot(path=str(tmp_out), full_page=True)
+        tmp_out.replace(out)
+    finally:
+        context.close()
+
+
+def test_photo() -> bytes:
+    """The first test-split photo of the default shards (paths.shards_dir)."""
+    from mycolens.data.shards import read_split
+
+    shards = ROOT / "data" / "shards"
+    if not shards.is_dir():
+        raise SystemExit(f"no shards at {shards}: run `make demo` first, or leave out --screenshot")
+    return read_split(shards, "test", ["image"]).column("image")[0].as_py()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-dir", default=None)
     ap.add_argument("--variant", default="int8", help="the served variant the page runs (int8 | fp32)")
     ap.add_argument("--photos", type=int, default=40)
     ap.add_argument("--image-size", default="640x480", help="WIDTHxHEIGHT of the test photos (a phone photo, scaled)")
+    ap.add_argument("--screenshot", type=Path, default=None, help="also save the page answering offline (PNG)")
     args = ap.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -146,6 +183,9 @@ def main() -> None:
                     if threads == 1:
                         runs["server"] = measure(browser, base, items, "server")
                         print(f"server: {runs['server']['ms']:.1f} ms/photo", flush=True)
+                        if args.screenshot:
+                            screenshot(browser, base, test_photo(), args.screenshot)
+                            print(f"screenshot: {args.screenshot}", flush=True)
         finally:
             browser.close()
     server = runs["server"]["verdicts"]
