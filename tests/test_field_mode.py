@@ -672,3 +672,42 @@ def test_feedback_given_offline_waits_on_the_device_and_is_sent_once(browser, fi
         assert len({c.sha256 for c in claims}) == 3
     finally:
         context.close()
+
+
+def test_automatic_mode_answers_on_the_device_when_the_server_fails_or_is_slow(browser, field, tmp_path):
+    """Automatic: a 503 from /predict, or no answer within 10 s, and this device answers; "always the server" shows
+    the server's error instead."""
+    photo = tmp_path / "mushroom.jpg"
+    photo.write_bytes(read_split(field.shards, "test", ["image"]).column("image")[3].as_py())
+    unavailable = json.dumps({"error": {"code": "model_unavailable", "message": "the model is loading"}})
+    held: list = []  # requests left unanswered (a slow server); the context's close ends them
+
+    def fail(route) -> None:
+        route.fulfill(status=503, body=unavailable, headers={"Content-Type": "application/json"})
+
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(field.base + "/")
+        page.wait_for_function("window.mycolensField !== undefined")
+
+        def ask(mode: str) -> str:
+            page.select_option("#answer-mode", mode)
+            page.get_by_label("Choose a photo").set_input_files(photo)
+            page.wait_for_selector("#result:not([hidden]), #error:not([hidden])", timeout=60_000)
+            return (
+                "error"
+                if page.locator("#error").is_visible()
+                else page.locator("#answer-source").get_attribute("data-source")
+            )
+
+        context.route("**/predict*", fail)
+        assert ask("auto") == "device"
+        assert ask("server") == "error" and "the model is loading" in page.locator("#error-message").inner_text()
+        context.unroute("**/predict*")
+        context.route("**/predict*", lambda route: held.append(route))
+        assert ask("auto") == "device" and len(held) == 1  # asked the server first, gave up after app.js's SLOW_MS
+        context.unroute("**/predict*")
+        assert ask("auto") == "server"
+    finally:
+        context.close()
