@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv web browser demo pipeline data train test test-fast lint format serve predict retrain bench clean
+.PHONY: venv web browser demo pipeline data train test test-fast lint format serve predict retrain bench clean cluster-up cluster-down
 
 venv: $(STAMP) web
 
@@ -89,11 +89,18 @@ serve: venv
 predict: venv
 	$(PY) scripts/predict.py path=$(IMG)
 
+## cluster-up / cluster-down: a Ray cluster of several nodes on this machine (conf/cluster.yaml), for ray=cluster
+cluster-up: venv
+	$(PY) scripts/cluster.py action=up
+cluster-down: venv
+	$(PY) scripts/cluster.py action=down
+
 ## bench: the performance benchmarks (each prints one JSON line last)
 bench: venv
 	$(PY) benchmarks/compression.py
 	$(PY) benchmarks/serve_throughput.py
 	$(PY) benchmarks/ray_overhead.py
+	$(PY) benchmarks/field_inference.py
 
 ## retrain: ingest the approved claims beside the current data, retrain, promote only past both gates
 # scripts/retrain.py with conf/retrain.yaml (locations, promotion gate); FEEDBACK=DIR reads another claims queue

@@ -241,10 +241,14 @@ def train_on_ray(cfg: DictConfig, publish: bool = True) -> dict[str, Any]:
     metrics: dict[str, Any] = {k: v for k, v in latest.items() if k not in ("epoch", "step")}
     if cfg.get("test", True):
         metrics.update(evaluate_checkpoint(local_eval_config(resolved, bool(opts.get("use_gpu"))), str(best_path)))
+    resumed_from = (result.return_value or {}).get("resumed_from")
+    if resumed_from:
+        log.warning("the worker group restarted after a failure and resumed from %s", resumed_from)
     metrics.update(
         fit_seconds=round(fit_s, 1),
         epochs=int(latest.get("epoch", -1)) + 1,
         ray_workers=int(opts["num_workers"]),
+        ray_restarted=int(bool(resumed_from)),  # 1: a worker group restarted from a reported checkpoint
         best_ckpt=str(best_path),
     )
     if publish:
@@ -254,5 +258,5 @@ def train_on_ray(cfg: DictConfig, publish: bool = True) -> dict[str, Any]:
         "best_metrics": scalar_metrics(best_metrics),
         "ray_checkpoint": checkpoint.path,
         "ray_run": result.path,
-        "resumed_from": (result.return_value or {}).get("resumed_from"),
+        "resumed_from": resumed_from,
     }

@@ -1,0 +1,187 @@
+"""A Ray cluster of several nodes simulated on one machine: a head and worker nodes, each its own `ray start --block`
+process (its own raylet, CPU count and ports), all under one temp dir. State (pids, address) is kept in a JSON file
+so `down` stops exactly what `up` started, by pid."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mycolens.utils.io import write_json_atomic
+
+
+@dataclass
+class Node:
+    """One simulated node: its name, the `ray start --block` process and the CPUs it offers."""
+
+    name: str
+    pid: int
+    cpus: int
+
+
+@dataclass
+class ClusterState:
+    """What `up` started: the head's address, the temp dir and every node."""
+
+    address: str
+    dashboard: str  # the head's dashboard (Ray's state API: `ray list ... --address`), on 127.0.0.1
+    temp_dir: str
+    nodes: list[Node] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, path: Path) -> ClusterState:
+        d = json.loads(Path(path).read_text())
+        return cls(d["address"], d["dashboard"], d["temp_dir"], [Node(**n) for n in d["nodes"]])
+
+    def write(self, path: Path) -> None:
+        write_json_atomic(Path(path), asdict(self))
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ray_cli() -> str:
+    """The `ray` command of this Python environment."""
+    cli = Path(sys.executable).with_name("ray")
+    return str(cli) if cli.exists() else shutil.which("ray") or "ray"
+
+
+def node_env() -> dict[str, str]:
+    """Environment of every node: usage stats off, no token auth prompt, the driver's PYTHONPATH."""
+    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def start_args(name: str, cpus: int, object_store_bytes: int, head: tuple[int, int] | None, address: str) -> list[str]:
+    """`ray start --block` arguments of one node, with ports of its own (several raylets share one machine); `head`:
+    (GCS port, dashboard port) for the head node."""
+    args = [ray_cli(), "start", "--block", "--disable-usage-stats", f"--num-cpus={cpus}"]
+    args += [f"--object-store-memory={object_store_bytes}", f"--resources={json.dumps({f'node:{name}': 1})}"]
+    args += [f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}"]
+    if head is not None:
+        args += ["--head", f"--port={head[0]}", f"--ray-client-server-port={free_port()}"]
+        args += ["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={head[1]}"]
+    else:
+        args += [f"--address={address}"]
+    return args
+
+
+def wait_nodes(address: str, n: int, timeout_s: float, env: Mapping[str, str]) -> None:
+    """Wait until `ray status` at `address` lists `n` active nodes."""
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        done = subprocess.run(
+            [ray_cli(), "status", f"--address={address}"], capture_output=True, text=True, env=dict(env), check=False
+        )
+        last = done.stdout + done.stderr
+        active = last.split("Active:", 1)[-1].split("Pending:", 1)[0] if "Active:" in last else ""
+        if active.count(" node_") >= n:
+            return
+        time.sleep(1.0)
+    raise TimeoutError(f"{n} nodes did not come up at {address} within {timeout_s:.0f} s:\n{last[-2000:]}")
+
+
+def up(
+    state_file: Path,
+    temp_dir: Path,
+    nodes: int,
+    cpus_per_node: int,
+    object_store_bytes: int,
+    timeout_s: float = 120.0,
+) -> ClusterState:
+    """Start a head and nodes - 1 worker nodes; returns (and writes to `state_file`) the address and pids."""
+    if Path(state_file).exists():
+        raise RuntimeError(f"{state_file} exists: a simulated cluster is up (stop it with `down` first)")
+    temp_dir = Path(temp_dir)
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    env = node_env()
+    head_port, dashboard_port = free_port(), free_port()
+    address = f"127.0.0.1:{head_port}"
+    state = ClusterState(address, f"http://127.0.0.1:{dashboard_port}", str(temp_dir))
+    logs = temp_dir / "nodes"
+    logs.mkdir(exist_ok=True)
+    try:
+        for i in range(nodes):
+            name = "head" if i == 0 else f"worker{i}"
+            args = start_args(
+                name, cpus_per_node, object_store_bytes, (head_port, dashboard_port) if i == 0 else None, address
+            )
+            if i == 0:
+                args.append(f"--temp-dir={temp_dir}")
+            with (logs / f"{name}.log").open("ab") as log:
+                proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            state.nodes.append(Node(name, proc.pid, cpus_per_node))
+            state.write(state_file)
+            wait_nodes(address, i + 1, timeout_s, env)
+    except BaseException:
+        down(state_file)
+        raise
+    return state
+
+
+def _tree(pid: int) -> list[Any]:
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def raylet_pid(node_pid: int) -> int:
+    """The raylet under a node's `ray start --block` process (what dies when a machine dies)."""
+    for p in _tree(node_pid)[1:]:
+        try:
+            if Path(p.exe()).name == "raylet" or p.name() == "raylet":
+                return p.pid
+        except Exception:  # a process that ended meanwhile
+            continue
+    raise LookupError(f"no raylet under pid {node_pid}")
+
+
+def kill_node(state: ClusterState, name: str) -> int:
+    """SIGKILL the raylet of node `name` (the node is lost; its workers die with it); returns the raylet's pid."""
+    (node,) = [n for n in state.nodes if n.name == name]
+    pid = raylet_pid(node.pid)
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def down(state_file: Path, grace_s: float = 15.0) -> list[int]:
+    """Stop every process `up` started (worker nodes first, the head last), by pid; returns the pids stopped."""
+    state_file = Path(state_file)
+    if not state_file.exists():
+        return []
+    import psutil
+
+    state = ClusterState.read(state_file)
+    stopped: list[int] = []
+    for node in reversed(state.nodes):
+        procs = _tree(node.pid)
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                p.send_signal(signal.SIGTERM)
+        _, alive = psutil.wait_procs(procs, timeout=grace_s)
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(alive, timeout=5)
+        stopped += [p.pid for p in procs]
+    state_file.unlink()
+    return stopped
