@@ -14,6 +14,7 @@ DEPLOYMENT_KEYS = (
     "num_replicas",
     "max_ongoing_requests",
     "autoscaling_config",
+    "max_replicas_per_node",
     "ray_actor_options",
     "health_check_period_s",
     "graceful_shutdown_timeout_s",

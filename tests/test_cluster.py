@@ -10,19 +10,31 @@ import json
 import os
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import numpy as np
 import psutil
 import pytest
 
 from mycolens.utils import local_cluster
 from tests.conftest import ROOT
 from tests.ray_fixtures import PYTHON, RAY_ENV, kill_group, tiny_overrides
+from tests.serve_fixtures import (
+    free_port,
+    image_bytes,
+    make_model_dir,
+    serve_run_config,
+    wait_ready,
+    write_serve_config,
+)
 from tests.test_ray_train import registered_checkpoints
 
 pytestmark = pytest.mark.slow
+# Ray 2.60's `ray start` turns token auth on; its CLIs (ray list, serve run) must be told to use it
 ENV = {**os.environ, **RAY_ENV, "RAY_AUTH_MODE": "token"}
 
 
@@ -30,6 +42,8 @@ ENV = {**os.environ, **RAY_ENV, "RAY_AUTH_MODE": "token"}
 def cluster() -> Iterator[tuple[local_cluster.ClusterState, Path]]:
     """`python scripts/cluster.py action=up` (3 nodes x 1 CPU) in a short temp dir; `action=down` afterwards."""
     tmp = Path(tempfile.mkdtemp(prefix="mc", dir="/tmp"))
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "token"  # for serve_run_config, which passes this process's environment
     overrides = [f"cluster.temp_dir={tmp / 'ray'}", f"cluster.state_file={tmp / 'state.json'}", f"paths.log_dir={tmp}"]
     up = subprocess.run(
         [PYTHON, "scripts/cluster.py", "action=up", *overrides], cwd=ROOT, env=ENV, capture_output=True, text=True
@@ -43,6 +57,10 @@ def cluster() -> Iterator[tuple[local_cluster.ClusterState, Path]]:
         down = subprocess.run(
             [PYTHON, "scripts/cluster.py", "action=down", *overrides], cwd=ROOT, env=ENV, capture_output=True, text=True
         )
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
         assert down.returncode == 0, down.stderr[-2000:]
         assert not (tmp / "state.json").exists()
 
@@ -158,3 +176,130 @@ def test_ray_train_spreads_workers_over_nodes_and_survives_losing_one(cluster, t
     assert undisturbed["ray_restarted"] == 0
     for k in ("test/accuracy", "test/macro_f1"):
         assert abs(report[k] - undisturbed[k]) <= 0.02, (k, report[k], undisturbed[k])
+
+
+class TimedLoad:
+    """`clients` threads posting one photo to /predict until stopped; every answer's start time, latency and status."""
+
+    def __init__(self, base: str, photo: bytes, clients: int) -> None:
+        self.base, self.photo = base, photo
+        self.answers: list[tuple[float, float, str]] = []  # (start, seconds, "200" | status | error)
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.base, timeout=60) as c:
+            while not self._stop.is_set():
+                t0 = time.monotonic()
+                try:
+                    r = c.post("/predict", files={"file": ("p.jpg", self.photo, "image/jpeg")})
+                    outcome = str(r.status_code) if r.status_code != 200 or "verdict" not in r.json() else "200"
+                except httpx.HTTPError as exc:
+                    outcome = repr(exc)
+                self.answers.append((t0, time.monotonic() - t0, outcome))
+
+    def __enter__(self) -> TimedLoad:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(90)
+
+
+def replicas_by_node(state: local_cluster.ClusterState, deployment: str) -> dict[str, int]:
+    """Node name -> live Serve replica processes of `deployment` under that node's raylet (the process tree)."""
+    out: dict[str, int] = {}
+    for node in state.nodes:
+        try:
+            procs = psutil.Process(node.pid).children(recursive=True)
+        except psutil.Error:
+            continue
+        for p in procs:
+            try:
+                if f"ServeReplica:mycolens:{deployment}" in " ".join(p.cmdline()) and p.status() != "zombie":
+                    out[node.name] = out.get(node.name, 0) + 1
+            except psutil.Error:
+                pass
+    return out
+
+
+def test_serving_loses_a_node_under_load_without_failed_requests(cluster, tmp_path):
+    """Model replicas one per node (serve.model.max_replicas_per_node=1) on 2 nodes, the ingress on the head; 8
+    clients for a bounded time; the raylet of the worker node holding a model replica is killed: count failed
+    requests (goal 0: the ingress retries a call whose replica died), p99 during the fault, time to 2 replicas again."""
+    import yaml
+    from ray import serve  # noqa: F401  (the CLI below needs it installed)
+
+    state, _ = cluster
+    model_dir = make_model_dir(tmp_path)
+    overrides = [
+        f"serve.model_dir={model_dir}",
+        "serve.variant=int8",
+        "serve.model.num_replicas=2",
+        "serve.model.max_replicas_per_node=1",
+        "serve.model.ray_actor_options.num_cpus=0.5",
+        "serve.ingress.ray_actor_options.num_cpus=0.25",
+        f"monitoring.feedback.dir={tmp_path / 'feedback'}",
+    ]
+    port = free_port()
+    config = write_serve_config(
+        tmp_path / "serve.yaml", port, overrides, {"model_dir": str(model_dir), "variant": "int8"}
+    )
+    doc = yaml.safe_load(config.read_text())
+    doc["proxy_location"] = "HeadOnly"  # the simulated nodes share this machine's ports: one HTTP proxy, the head's
+    app = doc["applications"][0]
+    app["deployments"].append(
+        {"name": "MycolensIngress", "ray_actor_options": {"num_cpus": 0.25, "resources": {"node:head": 0.01}}}
+    )
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    done = serve_run_config(config, state.address, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, timeout=240)
+        deadline = time.monotonic() + 120
+        while len(placed := replicas_by_node(state, "MycolensModel")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(placed) == 2, placed
+        assert replicas_by_node(state, "MycolensIngress") == {"head": 1}
+        victim = next(n for n in placed if n != "head")
+        photo = image_bytes()
+        with TimedLoad(base, photo, clients=8) as load:
+            time.sleep(5)
+            killed_at = time.monotonic()
+            local_cluster.kill_node(state, victim)
+            recovered = None
+            while time.monotonic() - killed_at < 60:
+                now = replicas_by_node(state, "MycolensModel")
+                if victim not in now and sum(now.values()) == 2:
+                    recovered = time.monotonic() - killed_at
+                    break
+                time.sleep(0.25)
+            time.sleep(5)
+        answers = load.answers
+        failed = [a for a in answers if a[2] != "200"]
+        fault = [lat for t0, lat, _ in answers if killed_at <= t0 < killed_at + 10]
+        before = [lat for t0, lat, _ in answers if t0 < killed_at]
+        report = {
+            "requests": len(answers),
+            "failed": len(failed),
+            "failures": sorted({f[2][:80] for f in failed}),
+            "p99_ms_before": round(1000 * float(np.percentile(before, 99)), 1),
+            "p99_ms_fault_10s": round(1000 * float(np.percentile(fault, 99)), 1) if fault else None,
+            "replicas_back_s": round(recovered, 1) if recovered is not None else None,
+            "placed": placed,
+            "victim": victim,
+        }
+        print("serve node loss:", json.dumps(report))
+        assert recovered is not None, report
+        assert not failed, report
+    finally:
+        subprocess.run(
+            [str(Path(PYTHON).with_name("serve")), "shutdown", "-y", "--address", state.dashboard],
+            env=ENV,
+            capture_output=True,
+            timeout=120,
+        )
