@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -27,6 +28,7 @@ from tests.serve_fixtures import (
     free_port,
     image_bytes,
     make_model_dir,
+    model_version,
     serve_run_config,
     wait_ready,
     write_serve_config,
@@ -63,6 +65,13 @@ def cluster() -> Iterator[tuple[local_cluster.ClusterState, Path]]:
             os.environ["RAY_AUTH_MODE"] = saved
         assert down.returncode == 0, down.stderr[-2000:]
         assert not (tmp / "state.json").exists()
+
+
+@pytest.fixture(autouse=True)
+def healed(cluster) -> Iterator[None]:
+    """Each test starts with every node up: a node a test killed is started again afterwards."""
+    yield
+    local_cluster.heal(cluster[1] / "state.json")
 
 
 def ray_list(kind: str, address: str, *filters: str) -> list[dict]:
@@ -179,11 +188,13 @@ def test_ray_train_spreads_workers_over_nodes_and_survives_losing_one(cluster, t
 
 
 class TimedLoad:
-    """`clients` threads posting one photo to /predict until stopped; every answer's start time, latency and status."""
+    """`clients` threads posting one photo to /predict until stopped; every answer's start time, latency and status
+    (and, with `keep`, every 200 answer's body)."""
 
-    def __init__(self, base: str, photo: bytes, clients: int) -> None:
-        self.base, self.photo = base, photo
+    def __init__(self, base: str, photo: bytes, clients: int, keep: bool = False, query: str = "") -> None:
+        self.base, self.photo, self.keep, self.query = base, photo, keep, query
         self.answers: list[tuple[float, float, str]] = []  # (start, seconds, "200" | status | error)
+        self.bodies: list[dict] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
 
@@ -192,8 +203,10 @@ class TimedLoad:
             while not self._stop.is_set():
                 t0 = time.monotonic()
                 try:
-                    r = c.post("/predict", files={"file": ("p.jpg", self.photo, "image/jpeg")})
+                    r = c.post("/predict" + self.query, files={"file": ("p.jpg", self.photo, "image/jpeg")})
                     outcome = str(r.status_code) if r.status_code != 200 or "verdict" not in r.json() else "200"
+                    if outcome == "200" and self.keep:
+                        self.bodies.append(r.json())
                 except httpx.HTTPError as exc:
                     outcome = repr(exc)
                 self.answers.append((t0, time.monotonic() - t0, outcome))
@@ -226,80 +239,139 @@ def replicas_by_node(state: local_cluster.ClusterState, deployment: str) -> dict
     return out
 
 
-def test_serving_loses_a_node_under_load_without_failed_requests(cluster, tmp_path):
-    """Model replicas one per node (serve.model.max_replicas_per_node=1) on 2 nodes, the ingress on the head; 8
-    clients for a bounded time; the raylet of the worker node holding a model replica is killed: count failed
-    requests (goal 0: the ingress retries a call whose replica died), p99 during the fault, time to 2 replicas again."""
+@dataclass
+class Served:
+    base: str
+    config: Path
+    model_dir: Path
+    tmp: Path
+
+
+@pytest.fixture(scope="module")
+def served(cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The app on the cluster (`serve run`): 2 model replicas, one per node (serve.model.max_replicas_per_node=1),
+    the ingress on the head, one HTTP proxy (the head's: the simulated nodes share this machine's ports)."""
     import yaml
-    from ray import serve  # noqa: F401  (the CLI below needs it installed)
 
     state, _ = cluster
-    model_dir = make_model_dir(tmp_path)
+    tmp = tmp_path_factory.mktemp("served")
+    model_dir = make_model_dir(tmp)
     overrides = [
         f"serve.model_dir={model_dir}",
         "serve.variant=int8",
         "serve.model.num_replicas=2",
         "serve.model.max_replicas_per_node=1",
         "serve.model.ray_actor_options.num_cpus=0.5",
-        "serve.ingress.ray_actor_options.num_cpus=0.25",
-        f"monitoring.feedback.dir={tmp_path / 'feedback'}",
+        f"monitoring.feedback.dir={tmp / 'feedback'}",
     ]
     port = free_port()
-    config = write_serve_config(
-        tmp_path / "serve.yaml", port, overrides, {"model_dir": str(model_dir), "variant": "int8"}
-    )
+    config = write_serve_config(tmp / "serve.yaml", port, overrides, {"model_dir": str(model_dir), "variant": "int8"})
     doc = yaml.safe_load(config.read_text())
-    doc["proxy_location"] = "HeadOnly"  # the simulated nodes share this machine's ports: one HTTP proxy, the head's
-    app = doc["applications"][0]
-    app["deployments"].append(
-        {"name": "MycolensIngress", "ray_actor_options": {"num_cpus": 0.25, "resources": {"node:head": 0.01}}}
-    )
+    doc["proxy_location"] = "HeadOnly"
+    ingress = {"name": "MycolensIngress", "ray_actor_options": {"num_cpus": 0.25, "resources": {"node:head": 0.01}}}
+    doc["applications"][0]["deployments"].append(ingress)
     config.write_text(yaml.safe_dump(doc, sort_keys=False))
     done = serve_run_config(config, state.address, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    base = f"http://127.0.0.1:{port}"
     try:
+        base = f"http://127.0.0.1:{port}"
         wait_ready(base, timeout=240)
-        deadline = time.monotonic() + 120
-        while len(placed := replicas_by_node(state, "MycolensModel")) < 2 and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert len(placed) == 2, placed
-        assert replicas_by_node(state, "MycolensIngress") == {"head": 1}
-        victim = next(n for n in placed if n != "head")
-        photo = image_bytes()
-        with TimedLoad(base, photo, clients=8) as load:
-            time.sleep(5)
-            killed_at = time.monotonic()
-            local_cluster.kill_node(state, victim)
-            recovered = None
-            while time.monotonic() - killed_at < 60:
-                now = replicas_by_node(state, "MycolensModel")
-                if victim not in now and sum(now.values()) == 2:
-                    recovered = time.monotonic() - killed_at
-                    break
-                time.sleep(0.25)
-            time.sleep(5)
-        answers = load.answers
-        failed = [a for a in answers if a[2] != "200"]
-        fault = [lat for t0, lat, _ in answers if killed_at <= t0 < killed_at + 10]
-        before = [lat for t0, lat, _ in answers if t0 < killed_at]
-        report = {
-            "requests": len(answers),
-            "failed": len(failed),
-            "failures": sorted({f[2][:80] for f in failed}),
-            "p99_ms_before": round(1000 * float(np.percentile(before, 99)), 1),
-            "p99_ms_fault_10s": round(1000 * float(np.percentile(fault, 99)), 1) if fault else None,
-            "replicas_back_s": round(recovered, 1) if recovered is not None else None,
-            "placed": placed,
-            "victim": victim,
-        }
-        print("serve node loss:", json.dumps(report))
-        assert recovered is not None, report
-        assert not failed, report
+        yield Served(base, config, model_dir, tmp)
     finally:
-        subprocess.run(
-            [str(Path(PYTHON).with_name("serve")), "shutdown", "-y", "--address", state.dashboard],
-            env=ENV,
-            capture_output=True,
-            timeout=120,
-        )
+        serve_cli("shutdown", "-y", "--address", state.dashboard)
+
+
+def serve_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(Path(PYTHON).with_name("serve")), *args], env=ENV, capture_output=True, text=True, timeout=240
+    )
+
+
+def wait_replicas(state: local_cluster.ClusterState, n: int, timeout_s: float = 120) -> dict[str, int]:
+    """Wait until `n` model replicas run (the process tree); where they are."""
+    deadline = time.monotonic() + timeout_s
+    while sum((placed := replicas_by_node(state, "MycolensModel")).values()) < n and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return placed
+
+
+def test_serving_loses_a_node_under_load_without_failed_requests(cluster, served):
+    """8 clients for a bounded time; the raylet of a worker node holding a model replica is killed: count failed
+    requests (goal 0: the ingress retries a call whose replica died), p99 during the fault, time to 2 replicas again."""
+    state, _ = cluster
+    placed = wait_replicas(state, 2)
+    assert len(placed) == 2, placed  # one replica per node
+    assert replicas_by_node(state, "MycolensIngress") == {"head": 1}
+    victim = next(n for n in placed if n != "head")
+    with TimedLoad(served.base, image_bytes(), clients=8) as load:
+        time.sleep(5)
+        killed_at = time.monotonic()
+        local_cluster.kill_node(state, victim)
+        recovered = None
+        while time.monotonic() - killed_at < 60:
+            now = replicas_by_node(state, "MycolensModel")
+            if victim not in now and sum(now.values()) == 2:
+                recovered = time.monotonic() - killed_at
+                break
+            time.sleep(0.25)
+        time.sleep(5)
+    answers = load.answers
+    failed = [a for a in answers if a[2] != "200"]
+    fault = [lat for t0, lat, _ in answers if killed_at <= t0 < killed_at + 10]
+    before = [lat for t0, lat, _ in answers if t0 < killed_at]
+    report = {
+        "requests": len(answers),
+        "failed": len(failed),
+        "failures": sorted({f[2][:80] for f in failed}),
+        "p99_ms_before": round(1000 * float(np.percentile(before, 99)), 1),
+        "p99_ms_fault_10s": round(1000 * float(np.percentile(fault, 99)), 1) if fault else None,
+        "replicas_back_s": round(recovered, 1) if recovered is not None else None,
+        "placed": placed,
+        "victim": victim,
+    }
+    print("serve node loss:", json.dumps(report))
+    assert recovered is not None, report
+    assert not failed, report
+
+
+def test_serve_deploy_of_a_new_model_under_load_answers_with_one_version_each(cluster, served):
+    """`serve deploy` of the same app with another model folder while 4 clients post: no request fails, and every
+    answer is exactly the old model's or the new model's answer for that photo (never a mix of the two)."""
+    import yaml
+
+    state, _ = cluster
+    wait_replicas(state, 2)
+    photo = image_bytes(seed=5)
+    second = make_model_dir(served.tmp / "second", seed=1)
+
+    def answer() -> dict:
+        r = httpx.post(served.base + "/predict?top_k=14", files={"file": ("p.jpg", photo, "image/jpeg")}, timeout=60)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    old = answer()
+    doc = yaml.safe_load(served.config.read_text())
+    (model,) = [d for d in doc["applications"][0]["deployments"] if d["name"] == "MycolensModel"]
+    model["user_config"] = {"model_dir": str(second), "variant": "int8"}
+    new_config = served.tmp / "serve-second.yaml"
+    new_config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    with TimedLoad(served.base, photo, clients=4, keep=True, query="?top_k=14") as load:
+        time.sleep(3)
+        deployed = serve_cli("deploy", str(new_config), "--address", state.dashboard)
+        assert deployed.returncode == 0, deployed.stderr[-2000:]
+        wait_ready(served.base, timeout=180, version=model_version(second))
+        time.sleep(3)
+    new = answer()
+    try:
+        assert new["model"]["version"] == model_version(second) != old["model"]["version"]
+        failed = [a for a in load.answers if a[2] != "200"]
+        bodies = load.bodies
+        mixed = [b for b in bodies if b != old and b != new]
+        seen = {b["model"]["version"] for b in bodies}
+        print("serve deploy:", json.dumps({"requests": len(load.answers), "failed": len(failed), "mixed": len(mixed)}))
+        assert not failed, failed[:5]
+        assert not mixed, mixed[:2]
+        assert seen == {old["model"]["version"], new["model"]["version"]}, seen
+    finally:
+        assert serve_cli("deploy", str(served.config), "--address", state.dashboard).returncode == 0
+        wait_ready(served.base, timeout=180, version=model_version(served.model_dir))

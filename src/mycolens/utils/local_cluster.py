@@ -37,12 +37,14 @@ class ClusterState:
     address: str
     dashboard: str  # the head's dashboard (Ray's state API: `ray list ... --address`), on 127.0.0.1
     temp_dir: str
+    object_store_bytes: int
     nodes: list[Node] = field(default_factory=list)
 
     @classmethod
     def read(cls, path: Path) -> ClusterState:
         d = json.loads(Path(path).read_text())
-        return cls(d["address"], d["dashboard"], d["temp_dir"], [Node(**n) for n in d["nodes"]])
+        nodes = [Node(**n) for n in d.pop("nodes")]
+        return cls(**d, nodes=nodes)
 
     def write(self, path: Path) -> None:
         write_json_atomic(Path(path), asdict(self))
@@ -112,26 +114,50 @@ def up(
     env = node_env()
     head_port, dashboard_port = free_port(), free_port()
     address = f"127.0.0.1:{head_port}"
-    state = ClusterState(address, f"http://127.0.0.1:{dashboard_port}", str(temp_dir))
-    logs = temp_dir / "nodes"
-    logs.mkdir(exist_ok=True)
+    state = ClusterState(address, f"http://127.0.0.1:{dashboard_port}", str(temp_dir), object_store_bytes)
     try:
         for i in range(nodes):
             name = "head" if i == 0 else f"worker{i}"
-            args = start_args(
-                name, cpus_per_node, object_store_bytes, (head_port, dashboard_port) if i == 0 else None, address
-            )
-            if i == 0:
-                args.append(f"--temp-dir={temp_dir}")
-            with (logs / f"{name}.log").open("ab") as log:
-                proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            state.nodes.append(Node(name, proc.pid, cpus_per_node))
+            head = (head_port, dashboard_port) if i == 0 else None
+            state.nodes.append(Node(name, _start(state, name, cpus_per_node, head, env), cpus_per_node))
             state.write(state_file)
             wait_nodes(address, i + 1, timeout_s, env)
     except BaseException:
         down(state_file)
         raise
     return state
+
+
+def _start(state: ClusterState, name: str, cpus: int, head: tuple[int, int] | None, env: Mapping[str, str]) -> int:
+    """Start one node's `ray start --block` (its output appended to <temp_dir>/nodes/<name>.log); its pid."""
+    args = start_args(name, cpus, state.object_store_bytes, head, state.address)
+    if head is not None:
+        args.append(f"--temp-dir={state.temp_dir}")
+    logs = Path(state.temp_dir) / "nodes"
+    logs.mkdir(parents=True, exist_ok=True)
+    with (logs / f"{name}.log").open("ab") as log:
+        proc = subprocess.Popen(args, env=dict(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc.pid
+
+
+def heal(state_file: Path, timeout_s: float = 120.0) -> list[str]:
+    """Start again every worker node whose raylet is gone (what is left of it stopped by pid); the names restarted."""
+    state = ClusterState.read(state_file)
+    env = node_env()
+    restarted = []
+    for node in state.nodes[1:]:
+        try:
+            raylet_pid(node.pid)
+            continue
+        except LookupError:
+            pass
+        _stop_tree(node.pid, grace_s=5.0)
+        node.pid = _start(state, node.name, node.cpus, None, env)
+        state.write(state_file)
+        restarted.append(node.name)
+    if restarted:
+        wait_nodes(state.address, len(state.nodes), timeout_s, env)
+    return restarted
 
 
 def _tree(pid: int) -> list[Any]:
@@ -168,20 +194,25 @@ def down(state_file: Path, grace_s: float = 15.0) -> list[int]:
     state_file = Path(state_file)
     if not state_file.exists():
         return []
-    import psutil
-
     state = ClusterState.read(state_file)
     stopped: list[int] = []
     for node in reversed(state.nodes):
-        procs = _tree(node.pid)
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                p.send_signal(signal.SIGTERM)
-        _, alive = psutil.wait_procs(procs, timeout=grace_s)
-        for p in alive:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        psutil.wait_procs(alive, timeout=5)
-        stopped += [p.pid for p in procs]
+        stopped += _stop_tree(node.pid, grace_s)
     state_file.unlink()
     return stopped
+
+
+def _stop_tree(pid: int, grace_s: float) -> list[int]:
+    """SIGTERM a process and its descendants, SIGKILL what is left after `grace_s`; the pids."""
+    import psutil
+
+    procs = _tree(pid)
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=5)
+    return [p.pid for p in procs]
