@@ -67,6 +67,11 @@ def cluster() -> Iterator[tuple[local_cluster.ClusterState, Path]]:
         assert not (tmp / "state.json").exists()
 
 
+def current(cluster) -> local_cluster.ClusterState:
+    """The cluster as its state file says now (a healed node has a new pid)."""
+    return local_cluster.ClusterState.read(cluster[1] / "state.json")
+
+
 @pytest.fixture(autouse=True)
 def healed(cluster) -> Iterator[None]:
     """Each test starts with every node up: a node a test killed is started again afterwards."""
@@ -98,93 +103,17 @@ def train_workers_by_node(state: local_cluster.ClusterState) -> dict[str, list[i
     """Node name -> pids of the Ray Train workers running under that node's raylet (from the process tree)."""
     out: dict[str, list[int]] = {}
     for node in state.nodes:
-        for p in psutil.Process(node.pid).children(recursive=True):
+        try:
+            procs = psutil.Process(node.pid).children(recursive=True)
+        except psutil.Error:
+            continue
+        for p in procs:
             try:
                 if "RayTrainWorker" in " ".join(p.cmdline()):
                     out.setdefault(node.name, []).append(p.pid)
             except psutil.Error:
                 pass
     return out
-
-
-def train(tmp: Path, shards: Path, address: str, *extra: str) -> subprocess.Popen:
-    """`scripts/train.py trainer=ray` with 2 SPREAD workers for 4 epochs on the cluster at `address` (a subprocess)."""
-    overrides = [
-        *tiny_overrides(tmp, shards),
-        "trainer=ray",
-        "trainer.num_workers=2",
-        "trainer.placement_strategy=SPREAD",
-        "trainer.max_failures=1",
-        "trainer.max_epochs=4",
-        "callbacks.early_stopping=null",
-        "ray=cluster",
-        f"ray.address={address}",
-        *extra,
-    ]
-    log = (tmp / "train.log").open("w")
-    try:
-        return subprocess.Popen(
-            [PYTHON, "scripts/train.py", *overrides],
-            cwd=ROOT,
-            env=ENV,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    finally:
-        log.close()
-
-
-def test_ray_train_spreads_workers_over_nodes_and_survives_losing_one(cluster, tmp_path, tiny_shards):
-    """2 workers SPREAD over 3 nodes land on 2 nodes; the raylet of a worker node holding one is killed after the
-    first reported checkpoint; the run restarts from it on the nodes left, finishes 4 epochs, publishes
-    models/best.ckpt, and tests within 2 points of the same run undisturbed."""
-    state, _ = cluster
-    disturbed, calm = tmp_path / "disturbed", tmp_path / "calm"
-    disturbed.mkdir()
-    calm.mkdir()
-    proc = train(disturbed, tiny_shards, state.address)
-    killed, placed = None, {}
-    try:
-        deadline = time.monotonic() + 600
-        while proc.poll() is None and time.monotonic() < deadline and killed is None:
-            if registered_checkpoints(disturbed / "logs" / "ray"):
-                placed = train_workers_by_node(state)
-                victims = [n for n in placed if n != "head"]
-                if victims:
-                    killed = local_cluster.kill_node(state, victims[0])
-            time.sleep(0.2)
-        assert killed is not None, f"no worker node held a Ray Train worker: {placed}"
-        proc.wait(timeout=900)
-    finally:
-        kill_group(proc.pid)
-    log = (disturbed / "train.log").read_text()
-    assert proc.returncode == 0, log[-4000:]
-    report = json.loads((disturbed / "reports" / "train.json").read_text())
-    assert report["ray_restarted"] == 1 and "resumed from" in log, log[-3000:]
-    assert report["epochs"] == 4 and (disturbed / "models" / "best.ckpt").is_file()
-
-    # Ray's state: the first worker group sat on two different nodes, the restarted one on the nodes left
-    names = node_names(state.dashboard)
-    workers = ray_list("actors", state.dashboard, "class_name=RayTrainWorker")
-    groups = sorted(workers, key=lambda a: a.get("start_time_ms") or 0)
-    first, second = groups[:2], groups[2:]
-    assert len(first) == 2 and len(second) >= 2, [(names.get(a["node_id"]), a["state"]) for a in workers]
-    assert len({a["node_id"] for a in first}) == 2, "SPREAD put both workers on one node"
-    lost = [n for n, name in names.items() if name in placed and name != "head"][:1]
-    assert not {a["node_id"] for a in second[-2:]} & set(lost), "the restarted group used the lost node"
-
-    # the same run with nobody killed: the disturbed run lost nothing that shows in the test metrics
-    proc = train(calm, tiny_shards, state.address)
-    try:
-        assert proc.wait(timeout=900) == 0, (calm / "train.log").read_text()[-4000:]
-    finally:
-        kill_group(proc.pid)
-    undisturbed = json.loads((calm / "reports" / "train.json").read_text())
-    print("node loss:", json.dumps({"placed": placed, "disturbed": report, "undisturbed": undisturbed})[:3000])
-    assert undisturbed["ray_restarted"] == 0
-    for k in ("test/accuracy", "test/macro_f1"):
-        assert abs(report[k] - undisturbed[k]) <= 0.02, (k, report[k], undisturbed[k])
 
 
 class TimedLoad:
@@ -247,13 +176,13 @@ class Served:
     tmp: Path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def served(cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """The app on the cluster (`serve run`): 2 model replicas, one per node (serve.model.max_replicas_per_node=1),
     the ingress on the head, one HTTP proxy (the head's: the simulated nodes share this machine's ports)."""
     import yaml
 
-    state, _ = cluster
+    state = current(cluster)
     tmp = tmp_path_factory.mktemp("served")
     model_dir = make_model_dir(tmp)
     overrides = [
@@ -295,16 +224,26 @@ def wait_replicas(state: local_cluster.ClusterState, n: int, timeout_s: float = 
     return placed
 
 
-def test_serving_loses_a_node_under_load_without_failed_requests(cluster, served):
+class TestServingOnTheCluster:
+    """The app on the cluster; Serve is shut down after this class, before the training tests need the CPUs."""
+
+    def test_loses_a_node_under_load_without_failed_requests(self, cluster, served):
+        serving_loses_a_node(cluster, served)
+
+    def test_serve_deploy_of_a_new_model_under_load_answers_with_one_version_each(self, cluster, served):
+        serve_deploy_under_load(cluster, served)
+
+
+def serving_loses_a_node(cluster, served) -> None:
     """8 clients for a bounded time; the raylet of a worker node holding a model replica is killed: count failed
     requests (goal 0: the ingress retries a call whose replica died), p99 during the fault, time to 2 replicas again."""
-    state, _ = cluster
+    state = current(cluster)
     placed = wait_replicas(state, 2)
     assert len(placed) == 2, placed  # one replica per node
     assert replicas_by_node(state, "MycolensIngress") == {"head": 1}
     victim = next(n for n in placed if n != "head")
     with TimedLoad(served.base, image_bytes(), clients=8) as load:
-        time.sleep(5)
+        time.sleep(3)
         killed_at = time.monotonic()
         local_cluster.kill_node(state, victim)
         recovered = None
@@ -314,7 +253,7 @@ def test_serving_loses_a_node_under_load_without_failed_requests(cluster, served
                 recovered = time.monotonic() - killed_at
                 break
             time.sleep(0.25)
-        time.sleep(5)
+        time.sleep(2)
     answers = load.answers
     failed = [a for a in answers if a[2] != "200"]
     fault = [lat for t0, lat, _ in answers if killed_at <= t0 < killed_at + 10]
@@ -334,12 +273,12 @@ def test_serving_loses_a_node_under_load_without_failed_requests(cluster, served
     assert not failed, report
 
 
-def test_serve_deploy_of_a_new_model_under_load_answers_with_one_version_each(cluster, served):
+def serve_deploy_under_load(cluster, served) -> None:
     """`serve deploy` of the same app with another model folder while 4 clients post: no request fails, and every
     answer is exactly the old model's or the new model's answer for that photo (never a mix of the two)."""
     import yaml
 
-    state, _ = cluster
+    state = current(cluster)
     wait_replicas(state, 2)
     photo = image_bytes(seed=5)
     second = make_model_dir(served.tmp / "second", seed=1)
@@ -375,3 +314,112 @@ def test_serve_deploy_of_a_new_model_under_load_answers_with_one_version_each(cl
     finally:
         assert serve_cli("deploy", str(served.config), "--address", state.dashboard).returncode == 0
         wait_ready(served.base, timeout=180, version=model_version(served.model_dir))
+
+
+def test_the_shared_storage_check_asks_every_node(cluster, tmp_path, tiny_shards):
+    """require_shared (run by trainer=ray and scripts/sweep.py before they start) runs a task on every node: here every
+    node sees the shards (one machine), and a folder no node sees fails with one error naming the key and the nodes.
+    (Nodes that see different files cannot be simulated on one machine: they share its file system.)"""
+    state = current(cluster)
+    gone = tmp_path / "not-mounted"
+    script = (
+        "import json, ray\n"
+        "from mycolens.errors import UserError\n"
+        "from mycolens.utils.ray_session import require_shared, unseen_paths\n"
+        f"ray.init(address={state.address!r}, log_to_driver=False)\n"
+        f"shards, gone = {str(tiny_shards)!r}, {str(gone)!r}\n"
+        "out = {'nodes': len([n for n in ray.nodes() if n['Alive']]), 'unseen': unseen_paths([shards, gone])}\n"
+        "require_shared({'paths.shards_dir': shards})\n"
+        "try:\n"
+        "    require_shared({'paths.shards_dir': shards, 'ray.storage_path': gone})\n"
+        "except UserError as exc:\n"
+        "    out['error'] = str(exc)\n"
+        "print(json.dumps(out))\n"
+    )
+    out = subprocess.run([PYTHON, "-c", script], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["nodes"] == 3 and len(seen["unseen"]) == 3
+    assert all(v == [str(gone)] for v in seen["unseen"].values()), seen
+    assert seen["error"].startswith(f"ray.storage_path={gone} is not visible on node(s) "), seen["error"]
+    assert seen["error"].count(",") >= 2 and "paths.shards_dir" not in seen["error"]
+
+
+def train(tmp: Path, shards: Path, address: str, *extra: str) -> subprocess.Popen:
+    """`scripts/train.py trainer=ray` with 2 SPREAD workers for 4 epochs on the cluster at `address` (a subprocess)."""
+    overrides = [
+        *tiny_overrides(tmp, shards),
+        "trainer=ray",
+        "trainer.num_workers=2",
+        "trainer.placement_strategy=SPREAD",
+        "trainer.max_failures=1",
+        "trainer.max_epochs=4",
+        "callbacks.early_stopping=null",
+        "ray=cluster",
+        f"ray.address={address}",
+        *extra,
+    ]
+    log = (tmp / "train.log").open("w")
+    try:
+        return subprocess.Popen(
+            [PYTHON, "scripts/train.py", *overrides],
+            cwd=ROOT,
+            env=ENV,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        log.close()
+
+
+def test_ray_train_spreads_workers_over_nodes_and_survives_losing_one(cluster, tmp_path, tiny_shards):
+    """2 workers SPREAD over 3 nodes land on 2 nodes; the raylet of a worker node holding one is killed after the
+    first reported checkpoint; the run restarts from it on the nodes left, finishes 4 epochs, publishes
+    models/best.ckpt, and tests within 2 points of the same run undisturbed."""
+    state = current(cluster)
+    disturbed, calm = tmp_path / "disturbed", tmp_path / "calm"
+    disturbed.mkdir()
+    calm.mkdir()
+    proc = train(disturbed, tiny_shards, state.address)
+    killed, placed = None, {}
+    try:
+        deadline = time.monotonic() + 600
+        while proc.poll() is None and time.monotonic() < deadline and killed is None:
+            if registered_checkpoints(disturbed / "logs" / "ray"):
+                placed = train_workers_by_node(state)
+                victims = [n for n in placed if n != "head"]
+                if victims:
+                    killed = local_cluster.kill_node(state, victims[0])
+            time.sleep(0.2)
+        assert killed is not None, f"no worker node held a Ray Train worker: {placed}"
+        proc.wait(timeout=900)
+    finally:
+        kill_group(proc.pid)
+    log = (disturbed / "train.log").read_text()
+    assert proc.returncode == 0, log[-4000:]
+    report = json.loads((disturbed / "reports" / "train.json").read_text())
+    assert report["ray_restarted"] == 1 and "resumed from" in log, log[-3000:]
+    assert report["epochs"] == 4 and (disturbed / "models" / "best.ckpt").is_file()
+
+    # Ray's state: the first worker group sat on two different nodes, the restarted one on the nodes left
+    names = node_names(state.dashboard)
+    workers = ray_list("actors", state.dashboard, "class_name=RayTrainWorker")
+    groups = sorted(workers, key=lambda a: a.get("start_time_ms") or 0)
+    first, second = groups[:2], groups[2:]
+    assert len(first) == 2 and len(second) >= 2, [(names.get(a["node_id"]), a["state"]) for a in workers]
+    assert len({a["node_id"] for a in first}) == 2, "SPREAD put both workers on one node"
+    dead = {n["node_id"] for n in ray_list("nodes", state.dashboard) if n["state"] == "DEAD"}
+    assert dead and not {a["node_id"] for a in second[-2:]} & dead, "the restarted group ran on a lost node"
+
+    # the same run with nobody killed: the disturbed run lost nothing that shows in the test metrics
+    proc = train(calm, tiny_shards, state.address)
+    try:
+        assert proc.wait(timeout=900) == 0, (calm / "train.log").read_text()[-4000:]
+    finally:
+        kill_group(proc.pid)
+    undisturbed = json.loads((calm / "reports" / "train.json").read_text())
+    print("node loss:", json.dumps({"placed": placed, "disturbed": report, "undisturbed": undisturbed})[:3000])
+    assert undisturbed["ray_restarted"] == 0
+    for k in ("test/accuracy", "test/macro_f1"):
+        assert abs(report[k] - undisturbed[k]) <= 0.02, (k, report[k], undisturbed[k])

@@ -30,7 +30,7 @@ from mycolens.training.run import (
     publish_results,
 )
 from mycolens.utils.io import write_json_atomic
-from mycolens.utils.ray_session import ray_session
+from mycolens.utils.ray_session import ray_session, require_shared
 
 log = logging.getLogger(__name__)
 
@@ -222,11 +222,15 @@ def train_on_ray(cfg: DictConfig, publish: bool = True) -> dict[str, Any]:
     output_dir = Path(resolved["paths"]["output_dir"])
     monitor, mode = checkpoint_monitor(resolved)
     start = time.perf_counter()
+    storage = Path((resolved.get("ray") or {}).get("storage_path") or output_dir / "ray").resolve()
+    storage.mkdir(parents=True, exist_ok=True)
     with ray_session(resolved.get("ray") or {}):
+        # every worker reads the shards and writes checkpoints itself: on several nodes both must be shared
+        require_shared({"paths.shards_dir": resolved["paths"]["shards_dir"], "ray.storage_path": storage})
         result = fit_on_ray(
             resolved,
             **worker_options(opts),
-            storage_path=str(Path((resolved.get("ray") or {}).get("storage_path") or output_dir / "ray").resolve()),
+            storage_path=str(storage),
             name=f"{resolved.get('task_name', 'train')}-{output_dir.name}",
         )
     if result.error is not None:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 
@@ -45,3 +46,43 @@ def ray_session(ray_cfg: Mapping[str, Any]) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def unseen_paths(paths: Sequence[str | Path], timeout_s: float = 60.0) -> dict[str, list[str]]:
+    """Node id -> those of the local `paths` that node cannot see, for every alive node of the connected Ray (one
+    zero-CPU task pinned to each node); URLs (s3://, gs://) are not checked. Empty when every node sees them all."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    local = [str(p) for p in paths if "://" not in str(p)]
+    if not local:
+        return {}
+
+    @ray.remote(num_cpus=0)
+    def missing(ps: list[str]) -> list[str]:
+        return [p for p in ps if not os.path.exists(p)]
+
+    alive = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    refs = {
+        node: missing.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(local)
+        for node in alive
+    }
+    return {node: gone for node, ref in refs.items() if (gone := ray.get(ref, timeout=timeout_s))}
+
+
+def require_shared(paths: Mapping[str, str | Path]) -> None:
+    """Raise UserError naming each path (by its config key) and the nodes that cannot see it, before a run starts."""
+    from mycolens.errors import UserError
+
+    unseen = unseen_paths(list(paths.values()))
+    if not unseen:
+        return
+    lines = []
+    for key, path in paths.items():
+        nodes = [n[:12] for n, gone in unseen.items() if str(path) in gone]
+        if nodes:
+            lines.append(f"{key}={path} is not visible on node(s) {', '.join(nodes)}")
+    raise UserError(
+        "; ".join(lines) + ": on a multi-node cluster put it on storage every node sees (NFS, or s3://... for the "
+        "storage paths)"
+    )
