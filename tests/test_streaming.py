@@ -56,9 +56,12 @@ def test_ranks_and_workers_read_disjoint_parts_that_cover_the_split(small_files,
         ds.set_epoch(1)
         parts += [rows_seen(ds, monkeypatch, w, 3) for w in range(3)]
     seen = [r for p in parts for r in p]
-    assert len(seen) == len(set(seen))  # no row read twice, by any (rank, worker)
-    dropped = len(everything) % 2 if shuffle else 0  # training drops the remainder: equal batches on every rank
-    assert set(seen) <= everything and len(everything) - len(seen) == dropped
+    assert len(seen) % 2 == 0  # equal shares: DDP ranks step in lockstep
+    if shuffle:  # training: no row twice, the remainder dropped
+        assert len(seen) == len(set(seen)) and set(seen) <= everything
+        assert len(everything) - len(seen) == len(everything) % 2
+    else:  # evaluation: every row, the last rank padded with the first ones (as DistributedSampler pads)
+        assert set(seen) == everything and len(seen) - len(everything) == len(everything) % 2
 
 
 def test_the_order_comes_from_seed_and_epoch(small_files, monkeypatch):

@@ -30,12 +30,11 @@ def epoch_order(groups: Sequence[RowGroup], seed: int, epoch: int, shuffle: bool
     return [groups[i] for i in perm]
 
 
-def rank_range(total: int, rank: int, world_size: int, equal: bool) -> tuple[int, int]:
-    """Rows [start, stop) of `rank`: equal shares (the remainder dropped, as DDP training needs) or all rows."""
-    if equal:
-        share = total // world_size
-        return rank * share, (rank + 1) * share
-    return rank * total // world_size, (rank + 1) * total // world_size
+def rank_range(total: int, rank: int, world_size: int, drop_last: bool) -> tuple[int, int]:
+    """Rows [start, stop) of `rank`, the same count on every rank (DDP steps in lockstep): the remainder dropped
+    (training), or padded by wrapping round to the first rows, as DistributedSampler pads (evaluation)."""
+    share = total // world_size if drop_last else -(-total // world_size)
+    return rank * share, (rank + 1) * share
 
 
 def worker_range(rows: int, batch_size: int, worker: int, workers: int) -> tuple[int, int]:
@@ -103,13 +102,16 @@ class StreamingImages(IterableDataset):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        start, stop = rank_range(self.total_rows, self.rank, self.world_size, equal=self.shuffle)
+        start, stop = rank_range(self.total_rows, self.rank, self.world_size, drop_last=self.shuffle)
         return stop - start
 
     def _rows(self, start: int, stop: int) -> Iterator[tuple[bytes, int]]:
         """Encoded (image bytes, label) of rows [start, stop) of this epoch's order, a row group at a time."""
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, start])
-        for g, lo, hi in slices(epoch_order(self.groups, self.seed, self.epoch, self.shuffle), start, stop):
+        order = epoch_order(self.groups, self.seed, self.epoch, self.shuffle)
+        if stop > self.total_rows:  # evaluation padded to equal shares: the last rank wraps round
+            order = order + order
+        for g, lo, hi in slices(order, start, stop):
             if g.file == MEMORY:
                 blobs, labels = zip(*self.memory_rows[lo:hi], strict=True)
             else:
@@ -130,7 +132,7 @@ class StreamingImages(IterableDataset):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        first, _ = rank_range(self.total_rows, self.rank, self.world_size, equal=self.shuffle)
+        first, _ = rank_range(self.total_rows, self.rank, self.world_size, drop_last=self.shuffle)
         lo, hi = worker_range(len(self), self.batch_size, worker, workers)
         rows = self._rows(first + lo, first + hi)
         if self.shuffle:
