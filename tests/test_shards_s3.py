@@ -44,6 +44,7 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     env = {
+        storage.CACHE_DIR_ENV: str(tmp_path_factory.mktemp("shard-cache")),  # never the shared default in /tmp
         "AWS_ENDPOINT_URL": url,
         "AWS_ACCESS_KEY_ID": "emulator",
         "AWS_SECRET_ACCESS_KEY": "emulator",
@@ -89,7 +90,7 @@ def s3_shards(s3_endpoint: str, tiny_shards: Path) -> str:
 def test_s3_shards_stream_through_a_bounded_cache(s3_shards, tiny_shards, make_cfg, tmp_path, monkeypatch):
     assert read_manifest(s3_shards) == read_manifest(tiny_shards)
     for name in (storage.CACHE_DIR_ENV, storage.CACHE_GB_ENV):  # restored after the test
-        monkeypatch.setenv(name, "")
+        monkeypatch.setenv(name, os.environ.get(name, ""))
     cache = tmp_path / "cache"
     cfg = make_cfg(
         f"paths.shards_dir={s3_shards}",
