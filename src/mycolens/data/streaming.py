@@ -8,6 +8,7 @@ neighbouring row groups; memory holds the buffer and one row group per worker, n
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -20,6 +21,10 @@ from mycolens.data.row_groups import RowGroup
 from mycolens.inference.preprocess import decode_image, resize_center_crop
 
 MEMORY = "<memory>"  # RowGroup.file of the rows held in memory (outlier exposure images)
+
+# Lightning warns that an IterableDataset's __len__ may be wrong with several workers; this one splits itself by
+# worker (worker_range), so its length is exact
+warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 
 
 def epoch_order(groups: Sequence[RowGroup], seed: int, epoch: int, shuffle: bool) -> list[RowGroup]:
