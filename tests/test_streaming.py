@@ -18,7 +18,7 @@ from mycolens.data.row_groups import scan_split
 from mycolens.data.shards import ShardsError, read_split
 from mycolens.data.streaming import StreamingImages, worker_range
 from mycolens.training.run import build_datamodule, train
-from tests.conftest import make_shards
+from tests.conftest import make_shards, run_overrides, run_script
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +143,22 @@ def test_the_datamodule_checks_shards_once(small_files):
     groups = dm.row_groups
     dm.check_shards()
     assert dm.row_groups is groups and sum(g.rows for g in groups["train"]) == len(read_split(small_files, "train"))
+
+
+@pytest.mark.slow
+def test_ddp_ranks_stream_their_own_parts_in_lockstep(tmp_path, tiny_shards):
+    """Two CPU processes: equal shares per rank (a rank with one batch more would hang DDP), one log line."""
+    proc = run_script(
+        "train.py",
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.max_epochs=2",
+        "data.cache_max_gb=0",
+        "data.loader.num_workers=1",
+        *run_overrides(tmp_path, tiny_shards),
+        f"hydra.run.dir={tmp_path / 'run'}",
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (proc.stdout + proc.stderr).count("data input: streaming from the shards") == 1
+    assert (tmp_path / "models" / "best.ckpt").is_file()
