@@ -69,11 +69,9 @@ def evaluate_nets(
     nets: dict[str, nn.Module], datamodule: Any, catalogue: Catalogue, rule: VerdictRule, device: torch.device | str
 ) -> dict[str, dict[str, float]]:
     """val/ and test/ metrics of each network on the datamodule's splits (plain loop, one process)."""
-    for stage in ("validate", "test"):
-        datamodule.setup(stage)
     out: dict[str, dict[str, float]] = {name: {} for name in nets}
     for split in ("val", "test"):
-        loader = DataLoader(datamodule.splits[split], batch_size=int(datamodule.hparams.batch_size), shuffle=False)
+        loader = datamodule.eval_loader(split)  # in memory or streamed, as the run's data input
         for name, net in nets.items():
             metrics = classification_metrics(*predict_logits(net.to(device), loader, device), catalogue, rule)
             out[name].update({f"{split}/{k}": round(v, 6) for k, v in metrics.items()})

@@ -1,4 +1,5 @@
-"""LightningDataModule over the Parquet shards: images decoded once into memory, torchvision v2 augmentation."""
+"""LightningDataModule over the Parquet shards: decoded once into memory when they fit data.cache_max_gb, else
+streamed row group by row group (mycolens.data.streaming); torchvision v2 augmentation either way."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from mycolens.catalogue import Catalogue, load_catalogue
+from mycolens.data.input_mode import should_stream
+from mycolens.data.row_groups import RowGroup, decoded_bytes, scan_split
 from mycolens.data.shards import check_catalogue, read_manifest, read_split
+from mycolens.data.streaming import EpochLoader, StreamingImages
 from mycolens.inference.preprocess import decode_image, resize_center_crop
 
 
@@ -29,11 +33,9 @@ def decode_split(shards_dir: str | Path, split: str, image_size: int) -> tuple[t
     return x, y
 
 
-def outlier_images(outliers: dict[str, Any], image_size: int) -> torch.Tensor:
-    """conf/data's `outliers`: not-a-mushroom images (uint8 NCHW) for outlier exposure; label -1 in training batches.
-
-    Each passes through a JPEG round trip (quality 90), as the shards' photos do, so no codec trace tells them apart.
-    """
+def outlier_jpegs(outliers: dict[str, Any], image_size: int) -> list[bytes]:
+    """conf/data's `outliers`: not-a-mushroom images for outlier exposure, JPEG-encoded (quality 90) as the shards'
+    photos are, so no codec trace tells them apart; label -1 in training batches."""
     from mycolens.data.outliers import render_outliers
     from mycolens.utils.images import encode_jpeg
 
@@ -45,7 +47,12 @@ def outlier_images(outliers: dict[str, Any], image_size: int) -> torch.Tensor:
         float(outliers.get("greyscale_share", 0.0)),
         float(outliers.get("jitter_share", 0.0)),
     )
-    images = [resize_center_crop(decode_image(encode_jpeg(im, 90, subsampling=0)), image_size) for im in raw]
+    return [encode_jpeg(im, 90, subsampling=0) for im in raw]
+
+
+def outlier_images(outliers: dict[str, Any], image_size: int) -> torch.Tensor:
+    """The outlier_jpegs decoded to uint8 NCHW (the in-memory path)."""
+    images = [resize_center_crop(decode_image(b), image_size) for b in outlier_jpegs(outliers, image_size)]
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -96,13 +103,18 @@ class ShardDataModule(LightningDataModule):
         augment: dict[str, Any] | None = None,
         persistent_workers: bool = False,
         outliers: dict[str, Any] | None = None,
+        cache_max_gb: float | None = None,
+        shuffle_buffer: int = 2048,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.shards_dir = shards_dir
         self.catalogue: Catalogue = load_catalogue(catalogue)
         self.manifest: dict[str, Any] | None = None
-        self.splits: dict[str, TensorImages] = {}
+        self.splits: dict[str, TensorImages | StreamingImages] = {}
+        self.row_groups: dict[str, list[RowGroup]] = {}
+        self.streaming: bool | None = None  # decided once, in the first setup()
 
     @property
     def mean(self) -> list[float]:
@@ -118,8 +130,24 @@ class ShardDataModule(LightningDataModule):
             check_catalogue(self.manifest, self.catalogue)
         return self.manifest
 
+    def _outlier_count(self) -> int:
+        hp = self.hparams
+        return int(hp.outliers.get("images", 0)) if hp.outliers else 0
+
+    def check_shards(self) -> None:
+        """Open every shard's footer (train, val, test) and decide in memory vs streaming; once, before training."""
+        if self.streaming is not None:
+            return
+        manifest = self._manifest()
+        self.row_groups = {s: scan_split(self.shards_dir, s, manifest) for s in ("train", "val", "test")}
+        rows = {s: sum(g.rows for g in groups) for s, groups in self.row_groups.items()}
+        rows["train"] += self._outlier_count()
+        sizes = {s: decoded_bytes(n, self.hparams.image_size) for s, n in rows.items()}
+        self.streaming = should_stream(sizes, self.hparams.cache_max_gb)
+
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
+        self.check_shards()
         ev = eval_transform(self.mean, self.std)
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}.get(
             stage or "", ("train", "val", "test")
@@ -127,23 +155,63 @@ class ShardDataModule(LightningDataModule):
         for split in wanted:
             if split in self.splits:
                 continue
-            x, y = decode_split(self.shards_dir, split, hp.image_size)
-            if split == "train" and hp.outliers and int(hp.outliers.get("images", 0)):
-                ox = outlier_images(dict(hp.outliers), hp.image_size)
-                x, y = torch.cat([x, ox]), torch.cat([y, torch.full((len(ox),), -1, dtype=torch.long)])
             tf = train_transform(hp.image_size, self.mean, self.std, dict(hp.augment or {})) if split == "train" else ev
-            self.splits[split] = TensorImages(x, y, tf)
+            self.splits[split] = self._stream(split, tf) if self.streaming else self._in_memory(split, tf)
+
+    def _in_memory(self, split: str, tf: v2.Transform) -> TensorImages:
+        hp = self.hparams
+        x, y = decode_split(self.shards_dir, split, hp.image_size)
+        if split == "train" and self._outlier_count():
+            ox = outlier_images(dict(hp.outliers), hp.image_size)
+            x, y = torch.cat([x, ox]), torch.cat([y, torch.full((len(ox),), -1, dtype=torch.long)])
+        return TensorImages(x, y, tf)
+
+    def _stream(self, split: str, tf: v2.Transform) -> StreamingImages:
+        hp = self.hparams
+        extra = []
+        if split == "train" and self._outlier_count():
+            extra = [(b, -1) for b in outlier_jpegs(dict(hp.outliers), hp.image_size)]
+        return StreamingImages(
+            self.row_groups[split],
+            hp.image_size,
+            tf,
+            batch_size=hp.batch_size,
+            shuffle=split == "train",
+            seed=hp.seed,
+            shuffle_buffer=hp.shuffle_buffer,
+            memory_rows=extra,
+        )
+
+    def _epoch(self) -> int:
+        return int(self.trainer.current_epoch) if self.trainer is not None else 0
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         hp = self.hparams
+        data = self.splits[split]
+        if isinstance(data, StreamingImages):
+            if self.trainer is not None:
+                data.set_partition(self.trainer.global_rank, self.trainer.world_size)
+            # the epoch reaches the workers with the dataset they are started with: no persistent workers
+            return EpochLoader(
+                data, self._epoch, batch_size=hp.batch_size, num_workers=hp.num_workers, pin_memory=hp.pin_memory
+            )
         return DataLoader(
-            self.splits[split],
+            data,
             batch_size=hp.batch_size,
             shuffle=shuffle,
             num_workers=hp.num_workers,
             pin_memory=hp.pin_memory,
             persistent_workers=hp.persistent_workers and hp.num_workers > 0,
         )
+
+    def eval_loader(self, split: str) -> DataLoader:
+        """All of one split (val or test) in file order, in this process alone: for plain evaluation loops."""
+        self.setup({"val": "validate", "test": "test"}[split])
+        data = self.splits[split]
+        if isinstance(data, StreamingImages):
+            data.set_partition(0, 1)
+            return EpochLoader(data, lambda: 0, batch_size=int(self.hparams.batch_size))
+        return DataLoader(data, batch_size=int(self.hparams.batch_size), shuffle=False)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mycolens.catalogue import Catalogue
+from mycolens.data import storage
 from mycolens.utils.io import atomic_dir, sha256_file
 
 SPLITS = ("train", "val", "test", "ood")
@@ -114,22 +115,28 @@ def write_shards(
 
 def read_manifest(shards_dir: str | Path) -> dict[str, Any]:
     """The manifest of a shards folder, or a ShardsError saying how to make one."""
-    path = Path(shards_dir) / "manifest.json"
-    if not path.is_file():
+    path = storage.join(shards_dir, "manifest.json")
+    if not storage.exists(path):
         raise ShardsError(f"no shards at {shards_dir} (manifest.json missing): run `python scripts/data.py` first")
-    return json.loads(path.read_text())
+    return json.loads(storage.read_bytes(path))
 
 
 def read_split(shards_dir: str | Path, split: str, columns: Iterable[str] | None = None) -> pa.Table:
     """All rows of one split as a pyarrow Table."""
+    files = split_files(shards_dir, split)
+    tables = [storage.open_parquet(f).read(columns=list(columns) if columns else None) for f in files]
+    return pa.concat_tables(tables)
+
+
+def split_files(shards_dir: str | Path, split: str) -> list[str]:
+    """The Parquet files of a split (local paths or URLs), sorted; a ShardsError when there are none."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    folder = Path(shards_dir) / split
-    files = sorted(folder.glob("part-*.parquet"))
+    folder = storage.join(shards_dir, split)
+    files = storage.list_files(folder, "part-*.parquet")
     if not files:
         raise ShardsError(f"no {split} shards in {folder}: run `python scripts/data.py` first")
-    tables = [pq.read_table(f, columns=list(columns) if columns else None) for f in files]
-    return pa.concat_tables(tables)
+    return files
 
 
 def check_catalogue(manifest: dict[str, Any], catalogue: Catalogue) -> None:

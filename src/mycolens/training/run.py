@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from mycolens.catalogue import load_catalogue
 from mycolens.data.datamodule import ShardDataModule
 from mycolens.data.shards import read_manifest
+from mycolens.data.storage import configure_cache
 from mycolens.errors import UserError
 from mycolens.utils.io import save_torch_atomic, write_json_atomic
 
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 def build_datamodule(cfg: DictConfig) -> ShardDataModule:
     """The DataModule over cfg.data.shards_dir, checked against cfg.catalogue."""
     d = cfg.data
+    stream = d.get("stream") or {}
+    configure_cache(stream.get("remote_cache_dir"), stream.get("remote_cache_gb"))
     return ShardDataModule(
         shards_dir=str(d.shards_dir),
         catalogue=cfg.catalogue,
@@ -35,6 +38,9 @@ def build_datamodule(cfg: DictConfig) -> ShardDataModule:
         pin_memory=bool(d.loader.pin_memory),
         augment=OmegaConf.to_container(d.augment, resolve=True),
         outliers=OmegaConf.to_container(d.outliers, resolve=True) if "outliers" in d else None,
+        cache_max_gb=d.get("cache_max_gb"),
+        shuffle_buffer=int(stream.get("shuffle_buffer", 2048)),
+        seed=int(cfg.seed),
     )
 
 

@@ -1,0 +1,130 @@
+"""Shards on object storage: paths.shards_dir=s3://... read through fsspec (s3fs) with a bounded local cache.
+
+The S3 endpoint here is an EMULATOR: moto's standalone server (`moto[server]`), started by the test on 127.0.0.1 on
+a free port and stopped by its pid. It speaks the S3 HTTP API well enough for s3fs; it is not AWS, and says nothing
+about a real store's latency, throughput or consistency.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from mycolens.data import storage
+from mycolens.data.shards import ShardsError, read_manifest, read_split
+from mycolens.training.run import build_datamodule
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 emulator on 127.0.0.1 (a free port), with dummy credentials in the environment; stopped by pid."""
+    import s3fs
+
+    port = free_port()
+    log = (tmp_path_factory.mktemp("moto") / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        storage.CACHE_DIR_ENV: str(tmp_path_factory.mktemp("shard-cache")),  # never the shared default in /tmp
+        "AWS_ENDPOINT_URL": url,
+        "AWS_ACCESS_KEY_ID": "emulator",
+        "AWS_SECRET_ACCESS_KEY": "emulator",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto server did not start: see {log.name}") from None
+                time.sleep(0.2)
+        s3fs.S3FileSystem.clear_instance_cache()
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture(scope="module")
+def s3_shards(s3_endpoint: str, tiny_shards: Path) -> str:
+    """The tiny shards uploaded to s3://mycolens-test/shards."""
+    import fsspec
+
+    fs, _ = fsspec.core.url_to_fs("s3://mycolens-test")
+    fs.mkdir("mycolens-test")
+    fs.put(str(tiny_shards) + "/", "mycolens-test/shards/", recursive=True)
+    return "s3://mycolens-test/shards"
+
+
+def test_s3_shards_stream_through_a_bounded_cache(s3_shards, tiny_shards, make_cfg, tmp_path, monkeypatch):
+    assert read_manifest(s3_shards) == read_manifest(tiny_shards)
+    for name in (storage.CACHE_DIR_ENV, storage.CACHE_GB_ENV):  # restored after the test
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+    cache = tmp_path / "cache"
+    cfg = make_cfg(
+        f"paths.shards_dir={s3_shards}",
+        "data.cache_max_gb=0",
+        "data.loader.num_workers=2",
+        f"data.stream.remote_cache_dir={cache}",
+        "data.stream.remote_cache_gb=1e-9",  # below one file: every file read is evicted by the next
+    )
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    labels = Counter(int(y) for _, batch in dm.train_dataloader() for y in batch)
+    local = Counter(read_split(tiny_shards, "train", ["label"]).column("label").to_pylist())
+    local[-1] = int(cfg.data.outliers.images)
+    assert labels == local
+    cached = list(cache.rglob("*.parquet"))
+    assert len(cached) <= 1  # bounded: only the file read last is kept
+
+
+def test_in_memory_path_reads_s3_too(s3_shards, tiny_shards, make_cfg):
+    dm = build_datamodule(make_cfg(f"paths.shards_dir={s3_shards}"))
+    dm.setup("test")
+    assert not dm.streaming
+    assert torch.equal(
+        dm.splits["test"].labels, torch.tensor(read_split(tiny_shards, "test", ["label"])["label"].to_pylist())
+    )
+
+
+def test_a_missing_s3_shard_is_named(s3_shards, make_cfg):
+    import fsspec
+
+    fs, _ = fsspec.core.url_to_fs(s3_shards)
+    fs.copy(f"{s3_shards}/val", "mycolens-test/broken/val", recursive=True)
+    fs.copy(f"{s3_shards}/train", "mycolens-test/broken/train", recursive=True)
+    fs.copy(f"{s3_shards}/manifest.json", "mycolens-test/broken/manifest.json")
+    dm = build_datamodule(make_cfg("paths.shards_dir=s3://mycolens-test/broken"))
+    with pytest.raises(ShardsError, match=r"^shard s3://mycolens-test/broken/test/part-00000.parquet is missing"):
+        dm.setup("fit")
