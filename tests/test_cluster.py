@@ -317,23 +317,19 @@ def serve_deploy_under_load(cluster, served) -> None:
 
 
 def test_the_shared_storage_check_asks_every_node(cluster, tmp_path, tiny_shards):
-    """require_shared (run by trainer=ray and scripts/sweep.py before they start) runs a task on every node: here every
+    """The shared-storage check (trainer=ray and scripts/sweep.py raise its message before they start) runs a task on every node: here every
     node sees the shards (one machine), and a folder no node sees fails with one error naming the key and the nodes.
     (Nodes that see different files cannot be simulated on one machine: they share its file system.)"""
     state = current(cluster)
     gone = tmp_path / "not-mounted"
     script = (
         "import json, ray\n"
-        "from mycolens.errors import UserError\n"
-        "from mycolens.utils.ray_session import require_shared, unseen_paths\n"
+        "from mycolens.utils.ray_session import unseen_paths, unshared\n"
         f"ray.init(address={state.address!r}, log_to_driver=False)\n"
         f"shards, gone = {str(tiny_shards)!r}, {str(gone)!r}\n"
         "out = {'nodes': len([n for n in ray.nodes() if n['Alive']]), 'unseen': unseen_paths([shards, gone])}\n"
-        "require_shared({'paths.shards_dir': shards})\n"
-        "try:\n"
-        "    require_shared({'paths.shards_dir': shards, 'ray.storage_path': gone})\n"
-        "except UserError as exc:\n"
-        "    out['error'] = str(exc)\n"
+        "out['fine'] = unshared({'paths.shards_dir': shards})\n"
+        "out['error'] = unshared({'paths.shards_dir': shards, 'ray.storage_path': gone})\n"
         "print(json.dumps(out))\n"
     )
     out = subprocess.run([PYTHON, "-c", script], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=180)
@@ -341,6 +337,7 @@ def test_the_shared_storage_check_asks_every_node(cluster, tmp_path, tiny_shards
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen["nodes"] == 3 and len(seen["unseen"]) == 3
     assert all(v == [str(gone)] for v in seen["unseen"].values()), seen
+    assert seen["fine"] is None
     assert seen["error"].startswith(f"ray.storage_path={gone} is not visible on node(s) "), seen["error"]
     assert seen["error"].count(",") >= 2 and "paths.shards_dir" not in seen["error"]
 

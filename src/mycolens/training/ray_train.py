@@ -30,7 +30,7 @@ from mycolens.training.run import (
     publish_results,
 )
 from mycolens.utils.io import write_json_atomic
-from mycolens.utils.ray_session import ray_session, require_shared
+from mycolens.utils.ray_session import ray_session, unshared
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,9 @@ def train_on_ray(cfg: DictConfig, publish: bool = True) -> dict[str, Any]:
     storage.mkdir(parents=True, exist_ok=True)
     with ray_session(resolved.get("ray") or {}):
         # every worker reads the shards and writes checkpoints itself: on several nodes both must be shared
-        require_shared({"paths.shards_dir": resolved["paths"]["shards_dir"], "ray.storage_path": storage})
+        problem = unshared({"paths.shards_dir": resolved["paths"]["shards_dir"], "ray.storage_path": storage})
+        if problem:
+            raise UserError(problem)
         result = fit_on_ray(
             resolved,
             **worker_options(opts),

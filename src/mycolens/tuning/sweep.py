@@ -24,7 +24,7 @@ from mycolens.tuning.results import experiment_yaml, history_rows, plot_trials, 
 from mycolens.tuning.space import build_param_space, to_overrides
 from mycolens.tuning.trainable import train_trial
 from mycolens.utils.io import atomic_path, write_bytes_atomic, write_json_atomic
-from mycolens.utils.ray_session import ray_session, require_shared
+from mycolens.utils.ray_session import ray_session, unshared
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,9 @@ def run_sweep(
     start = time.perf_counter()
     exp_dir.mkdir(parents=True, exist_ok=True)
     with ray_session(ray_cfg):
-        require_shared({"sweep.storage_path": exp_dir})  # trials on every node write their checkpoints there
+        problem = unshared({"sweep.storage_path": exp_dir})  # trials on every node write their checkpoints there
+        if problem:
+            raise UserError(problem)
         resumed = bool(sweep.get("resume", True)) and tune.Tuner.can_restore(str(tune_dir))
         if resumed:
             log.info("resuming the interrupted sweep in %s", tune_dir)

@@ -70,19 +70,17 @@ def unseen_paths(paths: Sequence[str | Path], timeout_s: float = 60.0) -> dict[s
     return {node: gone for node, ref in refs.items() if (gone := ray.get(ref, timeout=timeout_s))}
 
 
-def require_shared(paths: Mapping[str, str | Path]) -> None:
-    """Raise UserError naming each path (by its config key) and the nodes that cannot see it, before a run starts."""
-    from mycolens.errors import UserError
-
+def unshared(paths: Mapping[str, str | Path]) -> str | None:
+    """What to tell the user when some node cannot see one of `paths` (config key -> path); None when all see all."""
     unseen = unseen_paths(list(paths.values()))
     if not unseen:
-        return
+        return None
     lines = []
     for key, path in paths.items():
         nodes = [n[:12] for n, gone in unseen.items() if str(path) in gone]
         if nodes:
             lines.append(f"{key}={path} is not visible on node(s) {', '.join(nodes)}")
-    raise UserError(
+    return (
         "; ".join(lines) + ": on a multi-node cluster put it on storage every node sees (NFS, or s3://... for the "
         "storage paths)"
     )
