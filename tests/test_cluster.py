@@ -18,7 +18,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import psutil
 import pytest
 
 from mycolens.utils import local_cluster
@@ -101,19 +100,7 @@ def node_names(dashboard: str) -> dict[str, str]:
 
 def train_workers_by_node(state: local_cluster.ClusterState) -> dict[str, list[int]]:
     """Node name -> pids of the Ray Train workers running under that node's raylet (from the process tree)."""
-    out: dict[str, list[int]] = {}
-    for node in state.nodes:
-        try:
-            procs = psutil.Process(node.pid).children(recursive=True)
-        except psutil.Error:
-            continue
-        for p in procs:
-            try:
-                if "RayTrainWorker" in " ".join(p.cmdline()):
-                    out.setdefault(node.name, []).append(p.pid)
-            except psutil.Error:
-                pass
-    return out
+    return local_cluster.processes_by_node(state, "RayTrainWorker")
 
 
 class TimedLoad:
@@ -153,19 +140,8 @@ class TimedLoad:
 
 def replicas_by_node(state: local_cluster.ClusterState, deployment: str) -> dict[str, int]:
     """Node name -> live Serve replica processes of `deployment` under that node's raylet (the process tree)."""
-    out: dict[str, int] = {}
-    for node in state.nodes:
-        try:
-            procs = psutil.Process(node.pid).children(recursive=True)
-        except psutil.Error:
-            continue
-        for p in procs:
-            try:
-                if f"ServeReplica:mycolens:{deployment}" in " ".join(p.cmdline()) and p.status() != "zombie":
-                    out[node.name] = out.get(node.name, 0) + 1
-            except psutil.Error:
-                pass
-    return out
+    found = local_cluster.processes_by_node(state, f"ServeReplica:mycolens:{deployment}")
+    return {name: len(pids) for name, pids in found.items()}
 
 
 @dataclass

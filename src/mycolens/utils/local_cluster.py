@@ -181,6 +181,20 @@ def raylet_pid(node_pid: int) -> int:
     raise LookupError(f"no raylet under pid {node_pid}")
 
 
+def processes_by_node(state: ClusterState, fragment: str) -> dict[str, list[int]]:
+    """Node name -> pids of the live processes under that node whose command line contains `fragment` (where Ray
+    runs a worker or replica is where its process is)."""
+    import psutil
+
+    out: dict[str, list[int]] = {}
+    for node in state.nodes:
+        for p in _tree(node.pid)[1:]:
+            with contextlib.suppress(psutil.Error):
+                if fragment in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE:
+                    out.setdefault(node.name, []).append(p.pid)
+    return out
+
+
 def kill_node(state: ClusterState, name: str) -> int:
     """SIGKILL the raylet of node `name` (the node is lost; its workers die with it); returns the raylet's pid."""
     (node,) = [n for n in state.nodes if n.name == name]
