@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
+from mycolens.serving.loadgen import PhotoLoad, ramp_figures, run_ramp
 from mycolens.utils import local_cluster
 from tests.conftest import ROOT
 from tests.ray_fixtures import PYTHON, RAY_ENV, kill_group, tiny_overrides
@@ -87,10 +87,10 @@ def ray_list(kind: str, address: str, *filters: str) -> list[dict]:
     return json.loads(out.stdout)
 
 
-def node_names(dashboard: str) -> dict[str, str]:
+def node_names(dashboard: str, *filters: str) -> dict[str, str]:
     """Ray node id -> the simulated node's name (its custom resource node:<name>, set by scripts/cluster.py)."""
     names = {}
-    for n in ray_list("nodes", dashboard):
+    for n in ray_list("nodes", dashboard, *filters):
         custom = [
             r[5:] for r in n["resources_total"] if r.startswith("node:") and r[5:] in ("head", "worker1", "worker2")
         ]
@@ -101,41 +101,6 @@ def node_names(dashboard: str) -> dict[str, str]:
 def train_workers_by_node(state: local_cluster.ClusterState) -> dict[str, list[int]]:
     """Node name -> pids of the Ray Train workers running under that node's raylet (from the process tree)."""
     return local_cluster.processes_by_node(state, "RayTrainWorker")
-
-
-class TimedLoad:
-    """`clients` threads posting one photo to /predict until stopped; every answer's start time, latency and status
-    (and, with `keep`, every 200 answer's body)."""
-
-    def __init__(self, base: str, photo: bytes, clients: int, keep: bool = False, query: str = "") -> None:
-        self.base, self.photo, self.keep, self.query = base, photo, keep, query
-        self.answers: list[tuple[float, float, str]] = []  # (start, seconds, "200" | status | error)
-        self.bodies: list[dict] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.base, timeout=60) as c:
-            while not self._stop.is_set():
-                t0 = time.monotonic()
-                try:
-                    r = c.post("/predict" + self.query, files={"file": ("p.jpg", self.photo, "image/jpeg")})
-                    outcome = str(r.status_code) if r.status_code != 200 or "verdict" not in r.json() else "200"
-                    if outcome == "200" and self.keep:
-                        self.bodies.append(r.json())
-                except httpx.HTTPError as exc:
-                    outcome = repr(exc)
-                self.answers.append((t0, time.monotonic() - t0, outcome))
-
-    def __enter__(self) -> TimedLoad:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(90)
 
 
 def replicas_by_node(state: local_cluster.ClusterState, deployment: str) -> dict[str, int]:
@@ -186,6 +151,19 @@ def served(cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served
         serve_cli("shutdown", "-y", "--address", state.dashboard)
 
 
+def model_replica_states(state: local_cluster.ClusterState) -> dict[str, int] | None:
+    """The model deployment's replica states from `serve status` (e.g. {"RUNNING": 2, "STOPPING": 1}) once the app
+    is RUNNING and the deployment HEALTHY; None before."""
+    import yaml
+
+    out = serve_cli("status", "--address", state.dashboard)
+    app = (yaml.safe_load(out.stdout) or {}).get("applications", {}).get("mycolens", {})
+    model = app.get("deployments", {}).get("MycolensModel", {})
+    if app.get("status") != "RUNNING" or model.get("status") != "HEALTHY":
+        return None
+    return {k: v for k, v in model.get("replica_states", {}).items() if v}
+
+
 def serve_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(Path(PYTHON).with_name("serve")), *args], env=ENV, capture_output=True, text=True, timeout=240
@@ -209,6 +187,9 @@ class TestServingOnTheCluster:
     def test_serve_deploy_of_a_new_model_under_load_answers_with_one_version_each(self, cluster, served):
         serve_deploy_under_load(cluster, served)
 
+    def test_autoscaling_follows_a_load_ramp_up_and_back_down_without_errors(self, cluster, served):
+        autoscaling_under_a_ramp(cluster, served)
+
 
 def serving_loses_a_node(cluster, served) -> None:
     """8 clients for a bounded time; the raylet of a worker node holding a model replica is killed: count failed
@@ -218,7 +199,7 @@ def serving_loses_a_node(cluster, served) -> None:
     assert len(placed) == 2, placed  # one replica per node
     assert replicas_by_node(state, "MycolensIngress") == {"head": 1}
     victim = next(n for n in placed if n != "head")
-    with TimedLoad(served.base, image_bytes(), clients=8) as load:
+    with PhotoLoad(served.base, image_bytes(), clients=8) as load:
         time.sleep(3)
         killed_at = time.monotonic()
         local_cluster.kill_node(state, victim)
@@ -231,13 +212,13 @@ def serving_loses_a_node(cluster, served) -> None:
             time.sleep(0.25)
         time.sleep(2)
     answers = load.answers
-    failed = [a for a in answers if a[2] != "200"]
-    fault = [lat for t0, lat, _ in answers if killed_at <= t0 < killed_at + 10]
-    before = [lat for t0, lat, _ in answers if t0 < killed_at]
+    failed = load.failed()
+    fault = [a.seconds for a in answers if killed_at <= a.start < killed_at + 10]
+    before = [a.seconds for a in answers if a.start < killed_at]
     report = {
         "requests": len(answers),
         "failed": len(failed),
-        "failures": sorted({f[2][:80] for f in failed}),
+        "failures": sorted({f.outcome[:80] for f in failed}),
         "p99_ms_before": round(1000 * float(np.percentile(before, 99)), 1),
         "p99_ms_fault_10s": round(1000 * float(np.percentile(fault, 99)), 1) if fault else None,
         "replicas_back_s": round(recovered, 1) if recovered is not None else None,
@@ -270,7 +251,7 @@ def serve_deploy_under_load(cluster, served) -> None:
     model["user_config"] = {"model_dir": str(second), "variant": "int8"}
     new_config = served.tmp / "serve-second.yaml"
     new_config.write_text(yaml.safe_dump(doc, sort_keys=False))
-    with TimedLoad(served.base, photo, clients=4, keep=True, query="?top_k=14") as load:
+    with PhotoLoad(served.base, photo, clients=4, keep=True, query="?top_k=14") as load:
         time.sleep(3)
         deployed = serve_cli("deploy", str(new_config), "--address", state.dashboard)
         assert deployed.returncode == 0, deployed.stderr[-2000:]
@@ -279,7 +260,7 @@ def serve_deploy_under_load(cluster, served) -> None:
     new = answer()
     try:
         assert new["model"]["version"] == model_version(second) != old["model"]["version"]
-        failed = [a for a in load.answers if a[2] != "200"]
+        failed = load.failed()
         bodies = load.bodies
         mixed = [b for b in bodies if b != old and b != new]
         seen = {b["model"]["version"] for b in bodies}
@@ -290,6 +271,48 @@ def serve_deploy_under_load(cluster, served) -> None:
     finally:
         assert serve_cli("deploy", str(served.config), "--address", state.dashboard).returncode == 0
         wait_ready(served.base, timeout=180, version=model_version(served.model_dir))
+
+
+# conf/serve/cluster.yaml with Serve's delays cut to seconds: a short ramp shows a scale-up and a scale-down
+FAST_AUTOSCALING = [
+    "serve=cluster",
+    "serve.model.autoscaling_config.max_replicas=3",
+    "serve.model.autoscaling_config.metrics_interval_s=0.5",
+    "serve.model.autoscaling_config.look_back_period_s=2",
+    "serve.model.autoscaling_config.upscale_delay_s=1",
+    "serve.model.autoscaling_config.downscale_delay_s=4",
+]
+
+
+def autoscaling_under_a_ramp(cluster, served) -> None:
+    """`serve deploy` with serve=cluster (autoscaling, one replica per node); 1 -> 4 -> 16 clients scale the model
+    deployment up, 1 client afterwards lets it drain back to 1 replica; no request fails on the way up or down.
+    Runs last in its class: Serve is shut down after it."""
+    import yaml
+
+    state = current(cluster)
+    doc = yaml.safe_load(served.config.read_text())
+    app = doc["applications"][0]
+    app["args"]["overrides"] = [*app["args"]["overrides"], *FAST_AUTOSCALING]
+    config = served.tmp / "serve-autoscaling.yaml"
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    deployed = serve_cli("deploy", str(config), "--address", state.dashboard)
+    assert deployed.returncode == 0, deployed.stderr[-2000:]
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and model_replica_states(state) != {"RUNNING": 1}:
+        time.sleep(1)  # the redeployed app settles at min_replicas, the old replicas gone
+    assert model_replica_states(state) == {"RUNNING": 1}
+    wait_ready(served.base, timeout=120)
+
+    def count() -> int:
+        return sum(replicas_by_node(state, "MycolensModel").values())
+
+    ramp = run_ramp(served.base, image_bytes(), [1, 4, 16], 8.0, count, lambda n: n == 1, settle_timeout_s=60)
+    figures = ramp_figures(ramp, min_replicas=1)
+    print("serve autoscaling:", json.dumps(figures))
+    assert figures["peak_replicas"] >= 2 and figures["scale_up_s"] is not None, figures
+    assert figures["scale_down_s"] is not None, figures
+    assert figures["failed"] == 0, figures
 
 
 def test_the_shared_storage_check_asks_every_node(cluster, tmp_path, tiny_shards):
@@ -318,6 +341,24 @@ def test_the_shared_storage_check_asks_every_node(cluster, tmp_path, tiny_shards
     assert seen["error"].count(",") >= 2 and "paths.shards_dir" not in seen["error"]
 
 
+def train_attempts(address: str) -> list[dict]:
+    """Ray Train's record of the one run on the cluster: its attempts in start order, each with its status and the
+    node ids of its workers (Train's state actor, kept on the head node when RAY_TRAIN_ENABLE_STATE_TRACKING=1)."""
+    script = (
+        "import json, ray\n"
+        "from ray.train.v2._internal.state.state_actor import get_state_actor\n"
+        f"ray.init(address={address!r}, log_to_driver=False)\n"
+        "runs = ray.get(get_state_actor().get_train_run_attempts.remote())\n"
+        "out = [[{'start': a.start_time_ns, 'status': a.status.value, 'nodes': [w.node_id for w in a.workers]}\n"
+        "        for a in r.values()] for r in runs.values()]\n"
+        "print(json.dumps(out))\n"
+    )
+    out = subprocess.run([PYTHON, "-c", script], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (run,) = json.loads(out.stdout.strip().splitlines()[-1])
+    return sorted(run, key=lambda a: a["start"])
+
+
 def train(tmp: Path, shards: Path, address: str, *extra: str) -> subprocess.Popen:
     """`scripts/train.py trainer=ray` with 2 SPREAD workers for 4 epochs on the cluster at `address` (a subprocess)."""
     overrides = [
@@ -337,7 +378,7 @@ def train(tmp: Path, shards: Path, address: str, *extra: str) -> subprocess.Pope
         return subprocess.Popen(
             [PYTHON, "scripts/train.py", *overrides],
             cwd=ROOT,
-            env=ENV,
+            env={**ENV, "RAY_TRAIN_ENABLE_STATE_TRACKING": "1"},  # Train's run/attempt records, read by train_attempts
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -356,6 +397,7 @@ def test_ray_train_spreads_workers_over_nodes_and_survives_losing_one(cluster, t
     calm.mkdir()
     proc = train(disturbed, tiny_shards, state.address)
     killed, placed = None, {}
+    node_id = {name: i for i, name in node_names(state.dashboard, "state=ALIVE").items()}
     try:
         deadline = time.monotonic() + 600
         while proc.poll() is None and time.monotonic() < deadline and killed is None:
@@ -363,6 +405,7 @@ def test_ray_train_spreads_workers_over_nodes_and_survives_losing_one(cluster, t
                 placed = train_workers_by_node(state)
                 victims = [n for n in placed if n != "head"]
                 if victims:
+                    killed_id = node_id[victims[0]]
                     killed = local_cluster.kill_node(state, victims[0])
             time.sleep(0.2)
         assert killed is not None, f"no worker node held a Ray Train worker: {placed}"
@@ -375,15 +418,20 @@ def test_ray_train_spreads_workers_over_nodes_and_survives_losing_one(cluster, t
     assert report["ray_restarted"] == 1 and "resumed from" in log, log[-3000:]
     assert report["epochs"] == 4 and (disturbed / "models" / "best.ckpt").is_file()
 
-    # Ray's state: the first worker group sat on two different nodes, the restarted one on the nodes left
+    # Ray Train's own record of the run: the first attempt's workers sat on two nodes, one of them the node
+    # killed; the attempt that finished ran only on nodes still alive (an attempt that tried to start on the
+    # dying node before Ray marked it dead may sit between them)
     names = node_names(state.dashboard)
-    workers = ray_list("actors", state.dashboard, "class_name=RayTrainWorker")
-    groups = sorted(workers, key=lambda a: a.get("start_time_ms") or 0)
-    first, second = groups[:2], groups[2:]
-    assert len(first) == 2 and len(second) >= 2, [(names.get(a["node_id"]), a["state"]) for a in workers]
-    assert len({a["node_id"] for a in first}) == 2, "SPREAD put both workers on one node"
+    attempts = train_attempts(state.address)
     dead = {n["node_id"] for n in ray_list("nodes", state.dashboard) if n["state"] == "DEAD"}
-    assert dead and not {a["node_id"] for a in second[-2:]} & dead, "the restarted group ran on a lost node"
+    seen = [(a["status"], [names.get(n, n) for n in a["nodes"]]) for a in attempts]
+    first, last = attempts[0], attempts[-1]
+    assert len(attempts) >= 2 and first["status"] == "ERRORED" and last["status"] == "FINISHED", seen
+    assert len(set(first["nodes"])) == 2, f"SPREAD put both workers on one node: {seen}"
+    assert killed_id in first["nodes"] and killed_id in dead, (killed_id, seen)
+    assert len(last["nodes"]) == 2 and not set(last["nodes"]) & dead, (
+        f"the finishing attempt ran on a lost node: {seen}"
+    )
 
     # the same run with nobody killed: the disturbed run lost nothing that shows in the test metrics
     proc = train(calm, tiny_shards, state.address)
@@ -392,7 +440,83 @@ def test_ray_train_spreads_workers_over_nodes_and_survives_losing_one(cluster, t
     finally:
         kill_group(proc.pid)
     undisturbed = json.loads((calm / "reports" / "train.json").read_text())
-    print("node loss:", json.dumps({"placed": placed, "disturbed": report, "undisturbed": undisturbed})[:3000])
+    print(
+        "node loss:",
+        json.dumps({"placed": placed, "attempts": seen, "disturbed": report, "undisturbed": undisturbed})[:3000],
+    )
     assert undisturbed["ray_restarted"] == 0
     for k in ("test/accuracy", "test/macro_f1"):
         assert abs(report[k] - undisturbed[k]) <= 0.02, (k, report[k], undisturbed[k])
+
+
+def sweep_trials_by_node(state: local_cluster.ClusterState) -> dict[str, list[int]]:
+    """Node name -> pids of Tune trial actors (the function trainable, ImplicitFunc) under that node's raylet."""
+    return local_cluster.processes_by_node(state, "ImplicitFunc")
+
+
+def test_asha_sweep_survives_losing_a_node(cluster, tmp_path, tiny_shards):
+    """4 ASHA trials of 1 CPU, 3 at a time (one per node); once a trial has reported a checkpoint, the raylet of a
+    worker node running a trial is killed: its trial is retried from its last checkpoint on the nodes left (Tune's
+    max_failures), and the sweep finishes with every trial in results.csv, none errored."""
+    state = current(cluster)
+    name = "nodeloss"
+    sweeps = tmp_path / "sweeps"
+    cmd = [
+        PYTHON,
+        "scripts/sweep.py",
+        "sweep=asha",
+        *tiny_overrides(tmp_path, tiny_shards),
+        f"sweep.name={name}",
+        f"sweep.storage_path={sweeps}",
+        f"sweep.experiment_file={tmp_path}/conf/experiment/sweep_{name}.yaml",
+        "sweep.num_samples=4",
+        "sweep.max_concurrent_trials=3",
+        "sweep.resources_per_trial.CPU=1",
+        "sweep.max_failures=2",
+        "trainer.max_epochs=3",
+        "ray=cluster",
+        f"ray.address={state.address}",
+    ]
+    log_file = tmp_path / "sweep.log"
+    with log_file.open("w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    killed, placed = None, {}
+    try:
+        deadline = time.monotonic() + 600
+        while proc.poll() is None and time.monotonic() < deadline and killed is None:
+            if any((sweeps / name / "tune").glob("trial_*/checkpoint_*")):
+                placed = sweep_trials_by_node(state)
+                victims = [n for n in placed if n != "head"]
+                if victims:
+                    killed = local_cluster.kill_node(state, victims[0])
+            time.sleep(0.2)
+        assert killed is not None, f"no worker node ran a trial: {placed}"
+        proc.wait(timeout=900)
+    finally:
+        kill_group(proc.pid)
+    log = log_file.read_text()
+    assert proc.returncode == 0, log[-4000:]
+    import pandas as pd
+
+    table = pd.read_csv(sweeps / name / "results.csv", keep_default_na=False)
+    history = pd.read_csv(sweeps / name / "history.csv")
+    summary = json.loads((sweeps / name / "summary.json").read_text())
+    retried = sweep_retries(sweeps / name / "tune")
+    print("sweep node loss:", json.dumps({"placed": placed, "retried": retried, "summary": summary})[:2000])
+    print(table[["trial_id", "epochs", "stopped_early", "error"]].to_string())
+    assert len(table) == 4 and set(table["error"]) == {""}, table.to_string()
+    assert retried, "no trial was retried after the node loss"
+    for trial_id in retried:  # resumed from its checkpoint: no epoch reported twice
+        epochs = history.loc[history["trial_id"] == trial_id, "training_iteration"].tolist()
+        assert epochs == list(range(1, len(epochs) + 1)), (trial_id, epochs)
+
+
+def sweep_retries(tune_dir: Path) -> list[str]:
+    """Trial ids Tune records as having failed at least once (its experiment state: num_failures)."""
+    (state_file,) = sorted(tune_dir.glob("experiment_state-*.json"))[-1:]
+    state = json.loads(state_file.read_text())
+    retried = []
+    for trial_json, run_json in state["trial_data"]:  # Tune's (trial state, run metadata) pairs
+        if int(json.loads(run_json).get("num_failures", 0)) > 0:
+            retried.append(json.loads(trial_json)["trial_id"])
+    return retried

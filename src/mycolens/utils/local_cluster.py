@@ -82,6 +82,14 @@ def start_args(name: str, cpus: int, object_store_bytes: int, head: tuple[int, i
     return args
 
 
+def ensure_auth_token(env: Mapping[str, str]) -> None:
+    """Create Ray's local token (~/.ray/auth_token) if there is none: `ray start` in token mode refuses to start
+    without one, and the nodes, drivers and CLIs on this machine all read that file."""
+    subprocess.run(
+        [ray_cli(), "get-auth-token", "--generate"], env=dict(env), stdout=subprocess.DEVNULL, check=True, timeout=60
+    )
+
+
 def wait_nodes(address: str, n: int, timeout_s: float, env: Mapping[str, str]) -> None:
     """Wait until `ray status` at `address` lists `n` active nodes."""
     deadline = time.monotonic() + timeout_s
@@ -112,6 +120,7 @@ def up(
     temp_dir = Path(temp_dir)
     temp_dir.mkdir(parents=True, exist_ok=True)
     env = node_env()
+    ensure_auth_token(env)
     head_port, dashboard_port = free_port(), free_port()
     address = f"127.0.0.1:{head_port}"
     state = ClusterState(address, f"http://127.0.0.1:{dashboard_port}", str(temp_dir), object_store_bytes)
