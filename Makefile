@@ -102,6 +102,7 @@ bench: venv
 	$(PY) benchmarks/ray_overhead.py
 	$(PY) benchmarks/field_inference.py
 	$(PY) benchmarks/data_throughput.py --skip-capped
+	$(PY) benchmarks/serve_cluster.py
 
 ## retrain: ingest the approved claims beside the current data, retrain, promote only past both gates
 # scripts/retrain.py with conf/retrain.yaml (locations, promotion gate); FEEDBACK=DIR reads another claims queue

@@ -368,7 +368,6 @@ def train(tmp: Path, shards: Path, address: str, *extra: str) -> subprocess.Pope
         "trainer.placement_strategy=SPREAD",
         "trainer.max_failures=1",
         "trainer.max_epochs=4",
-        "callbacks.early_stopping=null",
         "ray=cluster",
         f"ray.address={address}",
         *extra,
@@ -480,17 +479,19 @@ def test_asha_sweep_survives_losing_a_node(cluster, tmp_path, tiny_shards):
     log_file = tmp_path / "sweep.log"
     with log_file.open("w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    killed, placed = None, {}
+    killed, placed, victim = None, {}, None
     try:
         deadline = time.monotonic() + 600
         while proc.poll() is None and time.monotonic() < deadline and killed is None:
-            if any((sweeps / name / "tune").glob("trial_*/checkpoint_*")):
+            if checkpointed := checkpointed_trials(sweeps / name / "tune"):
                 placed = sweep_trials_by_node(state)
-                victims = [n for n in placed if n != "head"]
+                victims = [(n, checkpointed.get(p)) for n, pids in placed.items() if n != "head" for p in pids]
+                victims = [(n, t) for n, t in victims if t is not None]
                 if victims:
-                    killed = local_cluster.kill_node(state, victims[0])
+                    node, victim = victims[0]
+                    killed = local_cluster.kill_node(state, node)
             time.sleep(0.2)
-        assert killed is not None, f"no worker node ran a trial: {placed}"
+        assert killed is not None, f"no worker node ran a trial that had reported a checkpoint: {placed}"
         proc.wait(timeout=900)
     finally:
         kill_group(proc.pid)
@@ -505,10 +506,23 @@ def test_asha_sweep_survives_losing_a_node(cluster, tmp_path, tiny_shards):
     print("sweep node loss:", json.dumps({"placed": placed, "retried": retried, "summary": summary})[:2000])
     print(table[["trial_id", "epochs", "stopped_early", "error"]].to_string())
     assert len(table) == 4 and set(table["error"]) == {""}, table.to_string()
-    assert retried, "no trial was retried after the node loss"
-    for trial_id in retried:  # resumed from its checkpoint: no epoch reported twice
-        epochs = history.loc[history["trial_id"] == trial_id, "training_iteration"].tolist()
-        assert epochs == list(range(1, len(epochs) + 1)), (trial_id, epochs)
+    assert victim in retried, (victim, retried)
+    # the killed trial went on from its checkpoint: every epoch reported once, and past the one it had reached
+    epochs = history.loc[history["trial_id"] == victim, "training_iteration"].tolist()
+    assert epochs == list(range(1, len(epochs) + 1)), (victim, epochs)
+
+
+def checkpointed_trials(tune_dir: Path) -> dict[int, str | None]:
+    """Trial actor pid -> trial id, for the trials that have reported a checkpoint (Tune's result.json has the pid);
+    pids of trials that have not map to None."""
+    out: dict[int, str | None] = {}
+    for trial in tune_dir.glob("trial_*"):
+        try:
+            last = json.loads((trial / "result.json").read_text().splitlines()[-1])
+        except (OSError, IndexError, ValueError):  # not reported yet, or a line being written
+            continue
+        out[int(last["pid"])] = last["trial_id"] if any(trial.glob("checkpoint_*")) else None
+    return out
 
 
 def sweep_retries(tune_dir: Path) -> list[str]:

@@ -9,7 +9,6 @@ import asyncio
 import os
 import shutil
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 
 from mycolens.inference.onnx_model import OnnxClassifier
+from mycolens.serving.loadgen import PhotoLoad
 from serve.app import load_serve_config
 from tests.conftest import ROOT
 from tests.serve_fixtures import (
@@ -122,37 +122,24 @@ def wait_all_replicas(base: str, version: str, timeout: float = 120) -> None:
     raise AssertionError(f"replicas did not all serve {version} in {timeout}s: {versions_seen(base)}")
 
 
-class Load:
-    """Background clients posting photos until stopped; counts answers by status."""
+class Load(PhotoLoad):
+    """Background clients posting a photo until stopped (mycolens.serving.loadgen); answers by outcome."""
 
     def __init__(self, base: str, clients: int = 2) -> None:
-        self.base, self.clients = base, clients
-        self.ok, self.errors, self.versions = 0, [], set()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+        super().__init__(base, image_bytes(), clients, keep=True, timeout_s=30)
 
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.base, timeout=30) as c:
-            while not self._stop.is_set():
-                try:
-                    r = predict(c)
-                    if r.status_code == 200 and set(r.json()) == PREDICTION_FIELDS:
-                        self.ok += 1
-                        self.versions.add(r.json()["model"]["version"])
-                    else:
-                        self.errors.append(f"{r.status_code} {r.text[:120]}")
-                except httpx.HTTPError as exc:
-                    self.errors.append(repr(exc))
+    @property
+    def ok(self) -> int:
+        return sum(1 for b in self.bodies if set(b) == PREDICTION_FIELDS)
 
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
+    @property
+    def errors(self) -> list[str]:
+        wrong = [f"fields {sorted(b)}" for b in self.bodies if set(b) != PREDICTION_FIELDS]
+        return [a.outcome for a in self.failed()] + wrong
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(60)
+    @property
+    def versions(self) -> set[str]:
+        return {b["model"]["version"] for b in self.bodies}
 
 
 def test_every_endpoint_and_field(served: Served) -> None:
