@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from mycolens.models.module import MushroomClassifier
 from mycolens.training.run import checkpoint_summary, evaluate_checkpoint, train
@@ -44,6 +45,34 @@ def test_resume_from_last_checkpoint_continues_from_the_saved_epoch(make_cfg, tm
     logged = pd.read_csv(tmp_path / "resumed" / "run" / "csv" / "metrics.csv")
     trained = logged.dropna(subset=["train/loss"])
     assert sorted(trained["epoch"].astype(int).unique()) == [2, 3]  # epochs 0-1 came from the checkpoint
+
+
+class SaveAtValidationEnd(Callback):
+    """Saves the first epoch's checkpoint where Tune trials and Ray Train workers report theirs: at validation end."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and trainer.current_epoch == 0:
+            trainer.save_checkpoint(self.path)
+
+
+def test_resume_from_a_validation_end_checkpoint_with_early_stopping_on(make_cfg, tmp_path, tiny_shards):
+    """A retried Tune trial or a restarted Ray Train group resumes from such a checkpoint, early stopping on."""
+    saved = tmp_path / "at-validation-end.ckpt"
+    first = make_cfg(
+        "debug=limit",
+        "trainer.max_epochs=1",
+        "test=false",
+        f"+callbacks.save_at_val_end._target_={__name__}.SaveAtValidationEnd",
+        f"+callbacks.save_at_val_end.path={saved}",
+    )
+    assert first.callbacks.early_stopping is not None
+    train(first, publish=False)
+    overrides = [*TINY_DATA, f"paths.shards_dir={tiny_shards}", "debug=limit", "trainer.max_epochs=3", "test=false"]
+    metrics = train(compose([*overrides, f"ckpt_path={saved}"], tmp_path / "resumed"), publish=False)
+    assert metrics["epochs"] == 3
 
 
 def test_same_seed_gives_the_same_weights(make_cfg):
