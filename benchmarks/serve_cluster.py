@@ -36,18 +36,15 @@ MODEL = "MycolensModel"
 
 
 def serve_config(path: Path, port: int, model_dir: Path, overrides: list[str]) -> Path:
-    """serve/config.yaml on `port` with `overrides`, one HTTP proxy (the head's: the simulated nodes share this
-    machine's ports) and the ingress on the head node."""
+    """serve/config.yaml on `port` with `overrides`, fitted to the simulated cluster (one proxy, ingress on the head)."""
+    from mycolens.utils.local_cluster import serve_config_for
+
     doc = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
-    doc["proxy_location"] = "HeadOnly"
     doc["http_options"] = {"host": "127.0.0.1", "port": port}
     app = doc["applications"][0]
     app["args"] = {"overrides": overrides}
-    app["deployments"] = [
-        {"name": MODEL, "user_config": {"model_dir": str(model_dir), "variant": "int8"}},
-        {"name": "MycolensIngress", "ray_actor_options": {"num_cpus": 0.25, "resources": {"node:head": 0.01}}},
-    ]
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    app["deployments"] = [{"name": MODEL, "user_config": {"model_dir": str(model_dir), "variant": "int8"}}]
+    path.write_text(yaml.safe_dump(serve_config_for(doc), sort_keys=False))
     return path
 
 

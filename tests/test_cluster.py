@@ -136,10 +136,7 @@ def served(cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served
     ]
     port = free_port()
     config = write_serve_config(tmp / "serve.yaml", port, overrides, {"model_dir": str(model_dir), "variant": "int8"})
-    doc = yaml.safe_load(config.read_text())
-    doc["proxy_location"] = "HeadOnly"
-    ingress = {"name": "MycolensIngress", "ray_actor_options": {"num_cpus": 0.25, "resources": {"node:head": 0.01}}}
-    doc["applications"][0]["deployments"].append(ingress)
+    doc = local_cluster.serve_config_for(yaml.safe_load(config.read_text()))
     config.write_text(yaml.safe_dump(doc, sort_keys=False))
     done = serve_run_config(config, state.address, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -454,9 +451,9 @@ def sweep_trials_by_node(state: local_cluster.ClusterState) -> dict[str, list[in
 
 
 def test_asha_sweep_survives_losing_a_node(cluster, tmp_path, tiny_shards):
-    """4 ASHA trials of 1 CPU, 3 at a time (one per node); once a trial has reported a checkpoint, the raylet of a
-    worker node running a trial is killed: its trial is retried from its last checkpoint on the nodes left (Tune's
-    max_failures), and the sweep finishes with every trial in results.csv, none errored."""
+    """4 ASHA trials of 1 CPU, 3 at a time (one per node); once a trial on a worker node has reported its first
+    epoch and checkpoint, that node's raylet is killed: the trial is retried from that checkpoint on the nodes left
+    (Tune's max_failures), and the sweep finishes with every trial in results.csv, none errored."""
     state = current(cluster)
     name = "nodeloss"
     sweeps = tmp_path / "sweeps"
@@ -473,6 +470,7 @@ def test_asha_sweep_survives_losing_a_node(cluster, tmp_path, tiny_shards):
         "sweep.resources_per_trial.CPU=1",
         "sweep.max_failures=2",
         "trainer.max_epochs=3",
+        "sweep.scheduler.grace_period=2",  # ASHA's one rung after epoch 2: the trial killed after epoch 1 is running
         "ray=cluster",
         f"ray.address={state.address}",
     ]
@@ -513,15 +511,16 @@ def test_asha_sweep_survives_losing_a_node(cluster, tmp_path, tiny_shards):
 
 
 def checkpointed_trials(tune_dir: Path) -> dict[int, str | None]:
-    """Trial actor pid -> trial id, for the trials that have reported a checkpoint (Tune's result.json has the pid);
-    pids of trials that have not map to None."""
+    """Trial actor pid -> trial id, for the trials that have reported exactly one epoch and its checkpoint (Tune's
+    result.json has the pid); pids of other trials map to None."""
     out: dict[int, str | None] = {}
     for trial in tune_dir.glob("trial_*"):
         try:
             last = json.loads((trial / "result.json").read_text().splitlines()[-1])
         except (OSError, IndexError, ValueError):  # not reported yet, or a line being written
             continue
-        out[int(last["pid"])] = last["trial_id"] if any(trial.glob("checkpoint_*")) else None
+        first_epoch = last.get("training_iteration") == 1 and any(trial.glob("checkpoint_*"))
+        out[int(last["pid"])] = last["trial_id"] if first_epoch else None
     return out
 
 

@@ -239,3 +239,17 @@ def _stop_tree(pid: int, grace_s: float) -> list[int]:
             p.kill()
     psutil.wait_procs(alive, timeout=5)
     return [p.pid for p in procs]
+
+
+def serve_config_for(doc: dict[str, Any], ingress_cpus: float = 0.25) -> dict[str, Any]:
+    """A Serve config (serve/config.yaml's shape) fitted to the simulated cluster: one HTTP proxy, the head's (the
+    nodes share this machine's ports), and the ingress on the head node (its custom resource node:head)."""
+    doc = {**doc, "proxy_location": "HeadOnly"}
+    app = dict(doc["applications"][0])
+    ingress = {
+        "name": "MycolensIngress",
+        "ray_actor_options": {"num_cpus": ingress_cpus, "resources": {"node:head": 0.01}},
+    }
+    app["deployments"] = [*[d for d in app.get("deployments", []) if d["name"] != "MycolensIngress"], ingress]
+    doc["applications"] = [app, *doc["applications"][1:]]
+    return doc
