@@ -357,14 +357,14 @@ def train_attempts(address: str) -> list[dict]:
 
 
 def train(tmp: Path, shards: Path, address: str, *extra: str) -> subprocess.Popen:
-    """`scripts/train.py trainer=ray` with 2 SPREAD workers for 4 epochs on the cluster at `address` (a subprocess)."""
+    """`scripts/train.py trainer=ray` with 2 SPREAD workers for 3 epochs on the cluster at `address` (a subprocess)."""
     overrides = [
         *tiny_overrides(tmp, shards),
         "trainer=ray",
         "trainer.num_workers=2",
         "trainer.placement_strategy=SPREAD",
         "trainer.max_failures=1",
-        "trainer.max_epochs=4",
+        "trainer.max_epochs=3",
         "ray=cluster",
         f"ray.address={address}",
         *extra,
@@ -385,7 +385,7 @@ def train(tmp: Path, shards: Path, address: str, *extra: str) -> subprocess.Pope
 
 def test_ray_train_spreads_workers_over_nodes_and_survives_losing_one(cluster, tmp_path, tiny_shards):
     """2 workers SPREAD over 3 nodes land on 2 nodes; the raylet of a worker node holding one is killed after the
-    first reported checkpoint; the run restarts from it on the nodes left, finishes 4 epochs, publishes
+    first reported checkpoint; the run restarts from it on the nodes left, finishes 3 epochs, publishes
     models/best.ckpt, and tests within 2 points of the same run undisturbed."""
     state = current(cluster)
     disturbed, calm = tmp_path / "disturbed", tmp_path / "calm"
@@ -412,7 +412,7 @@ def test_ray_train_spreads_workers_over_nodes_and_survives_losing_one(cluster, t
     assert proc.returncode == 0, log[-4000:]
     report = json.loads((disturbed / "reports" / "train.json").read_text())
     assert report["ray_restarted"] == 1 and "resumed from" in log, log[-3000:]
-    assert report["epochs"] == 4 and (disturbed / "models" / "best.ckpt").is_file()
+    assert report["epochs"] == 3 and (disturbed / "models" / "best.ckpt").is_file()
 
     # Ray Train's own record of the run: the first attempt's workers sat on two nodes, one of them the node
     # killed; the attempt that finished ran only on nodes still alive (an attempt that tried to start on the
