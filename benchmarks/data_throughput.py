@@ -40,27 +40,6 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 DECODED_224 = 3 * 224 * 224  # bytes of one decoded 224-px image
 
 
-def make_shards(out: Path, specimens: int, seed: int) -> Path:
-    from mycolens.catalogue import load_catalogue
-    from mycolens.data.generate import generate_dataset
-
-    generate_dataset(
-        out,
-        load_catalogue(),
-        image_size=64,
-        specimens_per_class=specimens,
-        photos_per_specimen=2,
-        difficulty=1.0,
-        ood_images=8,
-        splits={"train": 0.7, "val": 0.15, "test": 0.15},
-        seed=seed,
-        workers=1,
-        jpeg_quality=90,
-        rows_per_file=2000,
-    )
-    return out
-
-
 def compose(tmp: Path, shards: Path, *extra: str):
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import open_dict
@@ -212,7 +191,9 @@ def main() -> None:
     result: dict = {"cores": cores, "workers": args.workers, "images": args.images}
     with tempfile.TemporaryDirectory(prefix="data_throughput_") as d:
         tmp = Path(d)
-        seed_set = make_shards(tmp / "seed", args.specimens, seed=5)
+        from benchmarks.ray_overhead import make_shards  # the same synthetic set
+
+        seed_set = make_shards(tmp / "seed", 64, args.specimens, photos=2, seed=5)
         shards = grown_shards(seed_set, tmp / "shards", args.images)
 
         if not args.skip_speed:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -312,25 +313,28 @@ def autoscaling_under_a_ramp(cluster, served) -> None:
     assert figures["failed"] == 0, figures
 
 
+def on_the_cluster(address: str, body: str) -> Any:
+    """Run `body` in a Python driver connected to the cluster at `address` (a subprocess); the JSON of its `out`."""
+    script = f"import json, ray\nray.init(address={address!r}, log_to_driver=False)\n{body}print(json.dumps(out))\n"
+    done = subprocess.run([PYTHON, "-c", script], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def test_the_shared_storage_check_asks_every_node(cluster, tmp_path, tiny_shards):
     """The shared-storage check (trainer=ray and scripts/sweep.py raise its message before they start) runs a task on every node: here every
     node sees the shards (one machine), and a folder no node sees fails with one error naming the key and the nodes.
     (Nodes that see different files cannot be simulated on one machine: they share its file system.)"""
     state = current(cluster)
     gone = tmp_path / "not-mounted"
-    script = (
-        "import json, ray\n"
+    seen = on_the_cluster(
+        state.address,
         "from mycolens.utils.ray_session import unseen_paths, unshared\n"
-        f"ray.init(address={state.address!r}, log_to_driver=False)\n"
         f"shards, gone = {str(tiny_shards)!r}, {str(gone)!r}\n"
         "out = {'nodes': len([n for n in ray.nodes() if n['Alive']]), 'unseen': unseen_paths([shards, gone])}\n"
         "out['fine'] = unshared({'paths.shards_dir': shards})\n"
-        "out['error'] = unshared({'paths.shards_dir': shards, 'ray.storage_path': gone})\n"
-        "print(json.dumps(out))\n"
+        "out['error'] = unshared({'paths.shards_dir': shards, 'ray.storage_path': gone})\n",
     )
-    out = subprocess.run([PYTHON, "-c", script], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0, out.stderr[-3000:]
-    seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen["nodes"] == 3 and len(seen["unseen"]) == 3
     assert all(v == [str(gone)] for v in seen["unseen"].values()), seen
     assert seen["fine"] is None
@@ -341,18 +345,13 @@ def test_the_shared_storage_check_asks_every_node(cluster, tmp_path, tiny_shards
 def train_attempts(address: str) -> list[dict]:
     """Ray Train's record of the one run on the cluster: its attempts in start order, each with its status and the
     node ids of its workers (Train's state actor, kept on the head node when RAY_TRAIN_ENABLE_STATE_TRACKING=1)."""
-    script = (
-        "import json, ray\n"
+    (run,) = on_the_cluster(
+        address,
         "from ray.train.v2._internal.state.state_actor import get_state_actor\n"
-        f"ray.init(address={address!r}, log_to_driver=False)\n"
         "runs = ray.get(get_state_actor().get_train_run_attempts.remote())\n"
         "out = [[{'start': a.start_time_ns, 'status': a.status.value, 'nodes': [w.node_id for w in a.workers]}\n"
-        "        for a in r.values()] for r in runs.values()]\n"
-        "print(json.dumps(out))\n"
+        "        for a in r.values()] for r in runs.values()]\n",
     )
-    out = subprocess.run([PYTHON, "-c", script], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0, out.stderr[-3000:]
-    (run,) = json.loads(out.stdout.strip().splitlines()[-1])
     return sorted(run, key=lambda a: a["start"])
 
 
