@@ -60,6 +60,7 @@ def main(cfg: DictConfig) -> None:
         latency=OmegaConf.to_container(ev.latency, resolve=True),
         threads=int(ev.threads),
         batch_size=int(ev.batch_size),
+        inputs_max_gb=cfg.data.get("cache_max_gb"),  # bigger splits are decoded a batch at a time
     )
     print(table(report))
     print(f"(* served) metrics: {ev.output_dir}/metrics.json, plots: {ev.plots_dir}, model card: {ev.model_card}")

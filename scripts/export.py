@@ -35,6 +35,7 @@ def main(cfg: DictConfig) -> None:
             "max_images": int(cfg.monitoring.reference_images),
             "bins": int(cfg.monitoring.bins),
         },
+        inputs_max_gb=cfg.data.get("cache_max_gb"),  # bigger splits are decoded a batch at a time
     )
     print("\n".join(summary_lines(meta, str(cfg.export.output_dir), str(cfg.serve.variant))))
     refused = gate_failure(meta, str(cfg.export.output_dir))

@@ -229,3 +229,34 @@ def test_evaluate_one_checkpoint(workspace: Workspace, tmp_path: Path) -> None:
     proc = workspace.run("evaluate.py", f"ckpt_path={ckpt}", root=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "test/accuracy:" in proc.stdout and "test/unsafe_edible_rate:" in proc.stdout
+    # above data.cache_max_gb the test split is streamed by the data module: the same figures
+    (tmp_path / "streamed").mkdir()
+    streamed = workspace.run("evaluate.py", f"ckpt_path={ckpt}", "data.cache_max_gb=0", root=tmp_path / "streamed")
+    assert streamed.returncode == 0, streamed.stderr[-2000:]
+    assert "data input: streaming from the shards" in streamed.stdout + streamed.stderr
+
+    def figures(out: str) -> list[str]:
+        return [line for line in out.splitlines() if line.startswith("test/")]
+
+    assert figures(streamed.stdout) == figures(proc.stdout) != []
+
+
+def test_splits_decoded_on_access_give_the_same_metrics(workspace: Workspace, evaluated: dict, tmp_path: Path) -> None:
+    """Above data.cache_max_gb the evaluation decodes each split a batch at a time (LazyImages): same figures."""
+    proc = workspace.run(
+        "evaluate.py",
+        f"evaluate.sources.compressed={workspace.best}",
+        "evaluate.latency.repeats=1",
+        "evaluate.latency.warmup=0",
+        "data.cache_max_gb=0",
+        f"evaluate.output_dir={tmp_path}",
+        f"evaluate.plots_dir={tmp_path / 'plots'}",
+        f"evaluate.model_card={tmp_path / 'model_card.md'}",
+        "evaluate.model_metrics=null",  # leave the shared model folder alone
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "test inputs: decoded on access" in proc.stdout + proc.stderr
+    lazy = json.loads((tmp_path / "metrics.json").read_text())
+    for name, v in evaluated["metrics"]["variants"].items():
+        for key in ("accuracy", "ece", "abstain_rate", "unsafe_edible_rate", "temperature", "feature_threshold"):
+            assert lazy["variants"][name][key] == v[key], (name, key)

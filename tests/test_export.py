@@ -239,6 +239,22 @@ def test_same_checkpoint_same_bytes_same_version(workspace: Workspace, exported:
     assert meta["temperature"] == exported["meta"]["temperature"]
 
 
+def test_splits_decoded_on_access_give_the_same_model(
+    workspace: Workspace, exported: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Above the inputs budget (data.cache_max_gb; 0 here) every split is decoded a batch at a time: the same
+    files, temperature and abstention rule as the in-memory export."""
+    settings = workspace.export_settings()
+    with caplog.at_level("INFO", logger="mycolens.data.inputs"):
+        meta = export_model(
+            workspace.best, tmp_path / "lazy", workspace.shards, load_catalogue(), settings, inputs_max_gb=0
+        )
+    assert "val inputs: decoded on access" in caplog.text and "train inputs: decoded on access" in caplog.text
+    assert meta["files"] == exported["meta"]["files"]
+    for key in ("version", "temperature", "verdict"):
+        assert meta[key] == exported["meta"][key], key
+
+
 def test_interrupted_export_leaves_the_old_model(
     workspace: Workspace, exported: dict, tmp_path: Path, monkeypatch
 ) -> None:

@@ -162,3 +162,27 @@ def test_ddp_ranks_stream_their_own_parts_in_lockstep(tmp_path, tiny_shards):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (proc.stdout + proc.stderr).count("data input: streaming from the shards") == 1
     assert (tmp_path / "models" / "best.ckpt").is_file()
+
+
+def test_inputs_decoded_on_access_equal_the_decoded_split(small_files, caplog):
+    """The export's and evaluation's inputs above data.cache_max_gb: the same values and labels, batch by batch,
+    masks and seeded subsets included; memory holds one row group, not the split."""
+    import numpy as np
+
+    from mycolens.data.inputs import LazyImages, load_images, split_inputs
+
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    x, y = load_images(small_files, "train", 32, mean, std)
+    with caplog.at_level(logging.INFO, logger="mycolens.data.inputs"):
+        lazy, labels = split_inputs(small_files, "train", 32, mean, std, max_gb=0)
+    assert isinstance(lazy, LazyImages) and "train inputs: decoded on access" in caplog.text
+    assert len(lazy) == len(x) and np.array_equal(labels, y) and len(lazy.groups) > 3
+    np.testing.assert_array_equal(lazy[5:37], x[5:37])  # across row groups
+    keep = y % 3 == 0
+    np.testing.assert_array_equal(lazy[keep][0 : len(x)], x[keep])
+    sub, sub_labels = split_inputs(small_files, "train", 32, mean, std, max_gb=0, limit=9, seed=4)
+    xs, ys = load_images(small_files, "train", 32, mean, std, limit=9, seed=4)
+    np.testing.assert_array_equal(sub[0:9], xs)
+    assert np.array_equal(sub_labels, ys)
+    fits, _ = split_inputs(small_files, "train", 32, mean, std, max_gb=1.0)
+    assert isinstance(fits, np.ndarray)

@@ -278,8 +278,11 @@ def evaluate_variants(
     latency: dict[str, Any] | None = None,
     threads: int = 0,
     batch_size: int = 64,
+    inputs_max_gb: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate each named variant file (.ckpt or .onnx), write metrics.json, plots and the model card; return the metrics.
+
+    A split whose float32 inputs exceed `inputs_max_gb` is decoded a batch at a time (LazyImages) when read.
 
     `rule` holds the verdict thresholds (conf/export) and `ood` the OodSettings a checkpoint's scores are fitted
     with. The safety gate is computed for `served` (test unsafe_edible_rate against gate["limit"], abstention on
@@ -308,7 +311,7 @@ def evaluate_variants(
         import torch
 
         torch.set_num_threads(int(threads))
-    images = ImageCache(shards_dir)
+    images = ImageCache(shards_dir, inputs_max_gb)
     set_cache: dict[tuple, dict[str, np.ndarray]] = {}
 
     def ood_sets(size: int, mean: list[float], std: list[float]) -> dict[str, np.ndarray]:

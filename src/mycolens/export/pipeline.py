@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mycolens.catalogue import Catalogue
-from mycolens.data.inputs import load_images
+from mycolens.data.inputs import LazyImages, load_images, split_inputs
 from mycolens.data.shards import check_catalogue, read_manifest
 from mycolens.errors import UserError
 from mycolens.export.checkpoint import check_class_order, count_params_flops, load_checkpoint
@@ -166,11 +166,13 @@ def export_model(
     settings: ExportSettings,
     root: str | Path | None = None,
     reference: dict[str, Any] | None = None,
+    inputs_max_gb: float | None = None,
 ) -> dict[str, Any]:
     """Export, check, quantize, calibrate and gate `ckpt_path`; write out_dir atomically; return model.json + checks.
 
     The folder is written even when the safety gate fails (with safety_gate.passed=false, which serving refuses);
-    it is not written at all when the ONNX checks fail or anything raises.
+    it is not written at all when the ONNX checks fail or anything raises. A split whose float32 inputs exceed
+    `inputs_max_gb` is decoded a batch at a time (LazyImages) each time it is read, with the same results.
     """
     ckpt_path, out_dir = Path(ckpt_path), Path(out_dir)
     model = load_checkpoint(ckpt_path)
@@ -183,11 +185,13 @@ def export_model(
     net, bs, dangerous = model.net.eval(), int(settings.batch_size), catalogue.dangerous_mask
     chk, cal, gate, q = settings.check, settings.calibration, settings.safety_gate, settings.quantize
 
-    cache: dict[tuple[str, int | None], tuple[np.ndarray, np.ndarray]] = {}
+    cache: dict[tuple[str, int | None], tuple[np.ndarray | LazyImages, np.ndarray]] = {}
 
-    def images(split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def images(split: str, limit: int | None = None) -> tuple[np.ndarray | LazyImages, np.ndarray]:
         if (split, limit) not in cache:
-            cache[split, limit] = load_images(shards_dir, split, size, mean, std, limit=limit, seed=int(settings.seed))
+            cache[split, limit] = split_inputs(
+                shards_dir, split, size, mean, std, inputs_max_gb, limit=limit, seed=int(settings.seed)
+            )
             if len(cache[split, limit][0]) == 0:
                 raise UserError(f"the {split} split of {shards_dir} is empty; the export needs it")
         return cache[split, limit]

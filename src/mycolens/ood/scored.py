@@ -112,7 +112,7 @@ def build_scored_net(
     """Wrap a classifier with scores fitted on in-distribution images `x_fit` (labels `y_fit`, all >= 0)."""
     keep = np.asarray(y_fit) >= 0
     body, head = split_head(net.eval())
-    z = penultimate(body, np.asarray(x_fit)[keep], batch_size)
+    z = penultimate(body, x_fit[keep], batch_size)  # x_fit: an array or LazyImages
     score = fit_mahalanobis(z, torch.as_tensor(np.asarray(y_fit)[keep]), normalize, shrinkage)
     return ScoredNet(body, head, score, InputStats(mean, std)).eval()
 
