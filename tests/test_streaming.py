@@ -176,7 +176,7 @@ def test_inputs_decoded_on_access_equal_the_decoded_split(small_files, caplog):
     with caplog.at_level(logging.INFO, logger="mycolens.data.inputs"):
         lazy, labels = split_inputs(small_files, "train", 32, mean, std, max_gb=0)
     assert isinstance(lazy, LazyImages) and "train inputs: decoded on access" in caplog.text
-    assert len(lazy) == len(x) and np.array_equal(labels, y) and len(lazy.groups) > 3
+    assert len(lazy) == len(x) and np.array_equal(labels, y) and len(lazy.encoded.groups) > 3
     np.testing.assert_array_equal(lazy[5:37], x[5:37])  # across row groups
     keep = y % 3 == 0
     np.testing.assert_array_equal(lazy[keep][0 : len(x)], x[keep])

@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mycolens.data import storage
-from mycolens.data.row_groups import RowGroup, scan_split
+from mycolens.data.row_groups import EncodedRows, scan_split
 from mycolens.data.shards import read_split
 from mycolens.inference.preprocess import decode_image, normalize, resize_center_crop
 
@@ -56,37 +55,28 @@ class LazyImages:
 
     def __init__(
         self,
-        groups: Sequence[RowGroup],
+        encoded: EncodedRows,
         image_size: int,
         mean: Sequence[float],
         std: Sequence[float],
         rows: np.ndarray | None = None,
     ) -> None:
-        self.groups, self.image_size, self.mean, self.std = list(groups), int(image_size), list(mean), list(std)
-        self.starts = np.cumsum([0, *[g.rows for g in self.groups]])
-        self.rows = np.arange(self.starts[-1]) if rows is None else np.asarray(rows, np.int64)
+        self.encoded, self.image_size, self.mean, self.std = encoded, int(image_size), list(mean), list(std)
+        self.rows = np.arange(len(encoded)) if rows is None else np.asarray(rows, np.int64)
         self.shape = (len(self.rows), 3, self.image_size, self.image_size)
-        self._group: tuple[int, list[bytes]] | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
-
-    def _blob(self, row: int) -> bytes:
-        g = int(np.searchsorted(self.starts, row, side="right")) - 1
-        if self._group is None or self._group[0] != g:
-            group = self.groups[g]
-            table = storage.open_parquet(group.file).read_row_group(group.index, columns=["image"])
-            self._group = (g, table.column("image").to_pylist())
-        return self._group[1][row - int(self.starts[g])]
 
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, slice):
             rows = self.rows[key]
             if len(rows) == 0:
                 return np.zeros((0, 3, self.image_size, self.image_size), np.float32)
-            images = np.stack([resize_center_crop(decode_image(self._blob(int(r))), self.image_size) for r in rows])
+            size = self.image_size
+            images = np.stack([resize_center_crop(decode_image(self.encoded[int(r)]), size) for r in rows])
             return normalize(images, self.mean, self.std)
-        return LazyImages(self.groups, self.image_size, self.mean, self.std, self.rows[np.asarray(key)])
+        return LazyImages(self.encoded, self.image_size, self.mean, self.std, self.rows[np.asarray(key)])
 
 
 def split_inputs(
@@ -107,7 +97,7 @@ def split_inputs(
     if max_gb is None or size_gb <= float(max_gb):
         return load_images(shards_dir, split, image_size, mean, std, limit=limit, seed=seed)
     log.info("%s inputs: decoded on access (%.3f GB of float32 > data.cache_max_gb=%s)", split, size_gb, max_gb)
-    lazy = LazyImages(scan_split(shards_dir, split), image_size, mean, std, rows=index)
+    lazy = LazyImages(EncodedRows(scan_split(shards_dir, split)), image_size, mean, std, rows=index)
     return lazy, labels_all[index]
 
 

@@ -9,7 +9,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mycolens.data.shards import read_manifest, read_split
+from mycolens.data.row_groups import EncodedRows, scan_split
+from mycolens.data.shards import read_manifest
 from mycolens.inference.preprocess import decode_image, normalize, resize_center_crop
 from mycolens.monitoring.features import IMAGE_FEATURES, image_features, prediction_features
 from mycolens.monitoring.stats import summarize_categorical, summarize_numeric
@@ -41,9 +42,9 @@ def _spread(n: int, limit: int | None) -> np.ndarray:
 
 def _crops(shards_dir: str | Path, split: str, size: int, limit: int | None) -> Iterator[tuple[np.ndarray, tuple]]:
     """(uint8 HWC crop at `size`, decoded (w, h)) for the stored images of one split."""
-    images = read_split(shards_dir, split, columns=["image"]).column("image")
+    images = EncodedRows(scan_split(shards_dir, split))  # only the row groups of the rows picked are read
     for i in _spread(len(images), limit):
-        img = decode_image(images[int(i)].as_py())
+        img = decode_image(images[int(i)])
         yield resize_center_crop(img, size), img.size
 
 
