@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from mycolens.data.row_groups import EncodedRows, scan_split
+from mycolens.data import storage
+from mycolens.data.row_groups import RowGroup, scan_split
 from mycolens.data.shards import read_split
 from mycolens.inference.preprocess import decode_image, normalize, resize_center_crop
 
@@ -46,6 +47,27 @@ def load_images(
         return np.zeros((0, 3, image_size, image_size), np.float32), labels
     images = np.stack([resize_center_crop(decode_image(blobs[i]), image_size) for i in index])
     return normalize(images, mean, std), labels
+
+
+class EncodedRows:
+    """Random access to a split's encoded images by row number, reading one row group at a time (the last one read
+    is kept, so rows read in order cost one read per group)."""
+
+    def __init__(self, groups: Sequence[RowGroup]) -> None:
+        self.groups = list(groups)
+        self.starts = np.cumsum([0, *[g.rows for g in self.groups]])
+        self._group: tuple[int, list[bytes]] | None = None
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, row: int) -> bytes:
+        g = int(np.searchsorted(self.starts, row, side="right")) - 1
+        if self._group is None or self._group[0] != g:
+            group = self.groups[g]
+            table = storage.open_parquet(group.file).read_row_group(group.index, columns=["image"])
+            self._group = (g, table.column("image").to_pylist())
+        return self._group[1][row - int(self.starts[g])]
 
 
 class LazyImages:

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mycolens.data import storage
 from mycolens.data.shards import ShardsError, split_files
 
@@ -52,24 +50,3 @@ def scan_split(shards_dir: str | Path, split: str, manifest: dict[str, Any] | No
 def decoded_bytes(rows: int, image_size: int) -> int:
     """Bytes of `rows` decoded uint8 RGB images at `image_size` px (what the in-memory path holds)."""
     return int(rows) * 3 * int(image_size) ** 2
-
-
-class EncodedRows:
-    """Random access to a split's encoded images by row number, reading one row group at a time (the last one read
-    is kept, so rows read in order cost one read per group)."""
-
-    def __init__(self, groups: list[RowGroup]) -> None:
-        self.groups = list(groups)
-        self.starts = np.cumsum([0, *[g.rows for g in self.groups]])
-        self._group: tuple[int, list[bytes]] | None = None
-
-    def __len__(self) -> int:
-        return int(self.starts[-1])
-
-    def __getitem__(self, row: int) -> bytes:
-        g = int(np.searchsorted(self.starts, row, side="right")) - 1
-        if self._group is None or self._group[0] != g:
-            group = self.groups[g]
-            table = storage.open_parquet(group.file).read_row_group(group.index, columns=["image"])
-            self._group = (g, table.column("image").to_pylist())
-        return self._group[1][row - int(self.starts[g])]

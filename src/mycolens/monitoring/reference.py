@@ -9,7 +9,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mycolens.data.row_groups import EncodedRows, scan_split
+from mycolens.data.inputs import EncodedRows
+from mycolens.data.row_groups import scan_split
 from mycolens.data.shards import read_manifest
 from mycolens.inference.preprocess import decode_image, normalize, resize_center_crop
 from mycolens.monitoring.features import IMAGE_FEATURES, image_features, prediction_features
