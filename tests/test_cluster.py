@@ -73,9 +73,9 @@ def current(cluster) -> local_cluster.ClusterState:
 
 
 @pytest.fixture(autouse=True)
-def healed(cluster) -> Iterator[None]:
-    """Each test starts with every node up: a node a test killed is started again afterwards."""
-    yield
+def healed(cluster) -> None:
+    """Each test starts with every node up: a node an earlier test killed is started again first (before, not
+    after, so the last test's lost node is not restarted only to be stopped)."""
     local_cluster.heal(cluster[1] / "state.json")
 
 
