@@ -34,6 +34,7 @@ def main(cfg: DictConfig) -> None:
                 cpus_per_node=int(c.cpus_per_node),
                 object_store_bytes=int(c.object_store_mb) * 2**20,
                 timeout_s=float(c.start_timeout_s),
+                ray_config=dict(c.get("ray_config") or {}),
             )
         except RuntimeError as exc:
             raise UserError(str(exc)) from None
@@ -43,7 +44,7 @@ def main(cfg: DictConfig) -> None:
         print(f"export RAY_AUTH_MODE=token RAY_ADDRESS={state.address}")
         print(f"python scripts/train.py trainer=ray ray=cluster ray.address={state.address}")
     elif cfg.action == "down":
-        stopped = local_cluster.down(state_file)
+        stopped = local_cluster.down(state_file, grace_s=float(c.stop_grace_s))
         print(f"stopped {len(stopped)} processes" if stopped else f"no cluster is up ({state_file} is absent)")
     elif cfg.action == "status":
         if not state_file.exists():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -89,3 +90,13 @@ def run_own_group(cmd: list[str], timeout: int = 600) -> subprocess.CompletedPro
     finally:
         kill_group(proc.pid)
     return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+
+
+def registered_checkpoints(storage: Path) -> int:
+    """How many checkpoints Ray Train has registered (its checkpoint manager snapshot), 0 before the first."""
+    for snap in storage.glob("*/checkpoint_manager_snapshot.json"):
+        try:
+            return len(json.loads(snap.read_text()).get("checkpoint_results") or [])
+        except (OSError, ValueError):
+            return 0
+    return 0

@@ -23,7 +23,7 @@ import pytest
 from mycolens.serving.loadgen import PhotoLoad, ramp_figures, run_ramp
 from mycolens.utils import local_cluster
 from tests.conftest import ROOT
-from tests.ray_fixtures import PYTHON, RAY_ENV, kill_group, tiny_overrides
+from tests.ray_fixtures import PYTHON, RAY_ENV, kill_group, registered_checkpoints, tiny_overrides
 from tests.serve_fixtures import (
     free_port,
     image_bytes,
@@ -33,7 +33,6 @@ from tests.serve_fixtures import (
     wait_ready,
     write_serve_config,
 )
-from tests.test_ray_train import registered_checkpoints
 
 pytestmark = pytest.mark.slow
 # Ray 2.60's `ray start` turns token auth on; its CLIs (ray list, serve run) must be told to use it
@@ -177,7 +176,9 @@ def wait_replicas(state: local_cluster.ClusterState, n: int, timeout_s: float = 
 
 
 class TestServingOnTheCluster:
-    """The app on the cluster; Serve is shut down after this class, before the training tests need the CPUs."""
+    """The app on the cluster; Serve is shut down after this class, before the training tests need the CPUs. In file
+    order: the node-loss test needs 2 replicas of any model; the deploy test leaves its second model deployed; the
+    autoscaling test deploys a config of its own."""
 
     def test_loses_a_node_under_load_without_failed_requests(self, cluster, served):
         serving_loses_a_node(cluster, served)
@@ -255,20 +256,17 @@ def serve_deploy_under_load(cluster, served) -> None:
         assert deployed.returncode == 0, deployed.stderr[-2000:]
         wait_ready(served.base, timeout=180, version=model_version(second))
         time.sleep(3)
+    # the second model stays deployed: the next test (autoscaling) deploys a config of its own
     new = answer()
-    try:
-        assert new["model"]["version"] == model_version(second) != old["model"]["version"]
-        failed = load.failed()
-        bodies = load.bodies
-        mixed = [b for b in bodies if b != old and b != new]
-        seen = {b["model"]["version"] for b in bodies}
-        print("serve deploy:", json.dumps({"requests": len(load.answers), "failed": len(failed), "mixed": len(mixed)}))
-        assert not failed, failed[:5]
-        assert not mixed, mixed[:2]
-        assert seen == {old["model"]["version"], new["model"]["version"]}, seen
-    finally:
-        assert serve_cli("deploy", str(served.config), "--address", state.dashboard).returncode == 0
-        wait_ready(served.base, timeout=180, version=model_version(served.model_dir))
+    assert new["model"]["version"] == model_version(second) != old["model"]["version"]
+    failed = load.failed()
+    bodies = load.bodies
+    mixed = [b for b in bodies if b != old and b != new]
+    seen = {b["model"]["version"] for b in bodies}
+    print("serve deploy:", json.dumps({"requests": len(load.answers), "failed": len(failed), "mixed": len(mixed)}))
+    assert not failed, failed[:5]
+    assert not mixed, mixed[:2]
+    assert seen == {old["model"]["version"], new["model"]["version"]}, seen
 
 
 # conf/serve/cluster.yaml with Serve's delays cut to seconds: a short ramp shows a scale-up and a scale-down
@@ -345,15 +343,18 @@ def test_the_shared_storage_check_asks_every_node(cluster, tmp_path, tiny_shards
     assert seen["error"].count(",") >= 2 and "paths.shards_dir" not in seen["error"]
 
 
-def train_attempts(address: str) -> list[dict]:
-    """Ray Train's record of the one run on the cluster: its attempts in start order, each with its status and the
-    node ids of its workers (Train's state actor, kept on the head node when RAY_TRAIN_ENABLE_STATE_TRACKING=1)."""
+def train_attempts(address: str, run_dir: Path) -> list[dict]:
+    """Ray Train's record of the run of scripts/train.py's `run_dir` (named train-<its folder name>): its attempts in
+    start order, each with its status and the node ids of its workers (Train's state actor, kept on the head node
+    when RAY_TRAIN_ENABLE_STATE_TRACKING=1)."""
     (run,) = on_the_cluster(
         address,
         "from ray.train.v2._internal.state.state_actor import get_state_actor\n"
-        "runs = ray.get(get_state_actor().get_train_run_attempts.remote())\n"
+        "actor = get_state_actor()\n"
+        f"ids = [i for i, r in ray.get(actor.get_train_runs.remote()).items() if r.name == 'train-{run_dir.name}']\n"
+        "runs = ray.get(actor.get_train_run_attempts.remote())\n"
         "out = [[{'start': a.start_time_ns, 'status': a.status.value, 'nodes': [w.node_id for w in a.workers]}\n"
-        "        for a in r.values()] for r in runs.values()]\n",
+        "        for a in runs[i].values()] for i in ids]\n",
     )
     return sorted(run, key=lambda a: a["start"])
 
@@ -412,6 +413,8 @@ def test_ray_train_spreads_workers_over_nodes_and_survives_losing_one(cluster, t
         kill_group(proc.pid)
     log = (disturbed / "train.log").read_text()
     assert proc.returncode == 0, log[-4000:]
+    # the same run with nobody killed, started now: it runs while Ray's records of the disturbed run are read
+    quiet = train(calm, tiny_shards, state.address)
     report = json.loads((disturbed / "reports" / "train.json").read_text())
     assert report["ray_restarted"] == 1 and "resumed from" in log, log[-3000:]
     assert report["epochs"] == 3 and (disturbed / "models" / "best.ckpt").is_file()
@@ -420,7 +423,8 @@ def test_ray_train_spreads_workers_over_nodes_and_survives_losing_one(cluster, t
     # killed; the attempt that finished ran only on nodes still alive (an attempt that tried to start on the
     # dying node before Ray marked it dead may sit between them)
     names = node_names(state.dashboard)
-    attempts = train_attempts(state.address)
+    (run_dir,) = (disturbed / "logs" / "train" / "runs").iterdir()
+    attempts = train_attempts(state.address, run_dir)
     dead = {n["node_id"] for n in ray_list("nodes", state.dashboard) if n["state"] == "DEAD"}
     seen = [(a["status"], [names.get(n, n) for n in a["nodes"]]) for a in attempts]
     first, last = attempts[0], attempts[-1]
@@ -431,12 +435,11 @@ def test_ray_train_spreads_workers_over_nodes_and_survives_losing_one(cluster, t
         f"the finishing attempt ran on a lost node: {seen}"
     )
 
-    # the same run with nobody killed: the disturbed run lost nothing that shows in the test metrics
-    proc = train(calm, tiny_shards, state.address)
+    # the undisturbed run: the disturbed run lost nothing that shows in the test metrics
     try:
-        assert proc.wait(timeout=900) == 0, (calm / "train.log").read_text()[-4000:]
+        assert quiet.wait(timeout=900) == 0, (calm / "train.log").read_text()[-4000:]
     finally:
-        kill_group(proc.pid)
+        kill_group(quiet.pid)
     undisturbed = json.loads((calm / "reports" / "train.json").read_text())
     print(
         "node loss:",
@@ -471,8 +474,10 @@ def test_asha_sweep_survives_losing_a_node(cluster, tmp_path, tiny_shards):
         "sweep.max_concurrent_trials=3",
         "sweep.resources_per_trial.CPU=1",
         "sweep.max_failures=2",
-        "trainer.max_epochs=3",
-        "sweep.scheduler.grace_period=2",  # ASHA's one rung after epoch 2: the trial killed after epoch 1 is running
+        # a tiny epoch takes well under a second: 6 epochs and ASHA's one rung after epoch 4 keep the trial killed
+        # after epoch 1 running (neither finished nor stopped at a rung) when its node dies
+        "trainer.max_epochs=6",
+        "sweep.scheduler.grace_period=4",
         "ray=cluster",
         f"ray.address={state.address}",
     ]

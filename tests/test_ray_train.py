@@ -1,16 +1,13 @@
-"""Ray Train (`trainer=ray`): 2 DDP workers on a local 2-CPU Ray, failure recovery, same artifacts as a local run."""
+"""Ray Train (`trainer=ray`): 2 DDP workers on a local 2-CPU Ray, same artifacts as a local run. Failure recovery
+(a worker lost with its node, the run restarted from its checkpoint) is tested on a simulated cluster in
+tests/test_cluster.py."""
 # ruff: noqa: F811  (pytest fixtures imported from ray_fixtures are used as parameters)
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import threading
-import time
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
 from lightning.pytorch import Trainer
@@ -50,7 +47,7 @@ def validate_locally(cfg, ckpt: Path) -> dict[str, float]:
 def test_ray_train_two_workers_publishes_a_checkpoint_the_local_evaluator_reads(
     tmp_path: Path, tiny_shards: Path, local_ray: None
 ) -> None:
-    """Streamed input (data.cache_max_gb=0; the in-memory path runs in the restart test below): each worker reads
+    """Streamed input (data.cache_max_gb=0; the in-memory path runs in tests/test_cluster.py): each worker reads
     its own part of every split; the val metrics the two workers report together equal one process's on the whole
     split, so the parts cover it without overlap."""
     cfg = compose_cfg(
@@ -73,64 +70,3 @@ def test_ray_train_two_workers_publishes_a_checkpoint_the_local_evaluator_reads(
     local_val = validate_locally(cfg, best)
     for k in ("val/accuracy", "val/macro_f1", "val/unsafe_edible_rate"):
         assert metrics["best_metrics"][k] == pytest.approx(local_val[k], abs=1e-5)
-
-
-def _descendants_named(fragment: str) -> list[psutil.Process]:
-    """Processes started (via this test's Ray) below this process whose command line mentions `fragment`."""
-    found = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if fragment in " ".join(p.cmdline()):
-                found.append(p)
-        except psutil.Error:
-            pass
-    return found
-
-
-def registered_checkpoints(storage: Path) -> int:
-    """How many checkpoints Ray Train has registered (its checkpoint manager snapshot), 0 before the first."""
-    for snap in storage.glob("*/checkpoint_manager_snapshot.json"):
-        try:
-            return len(json.loads(snap.read_text()).get("checkpoint_results") or [])
-        except (OSError, ValueError):
-            return 0
-    return 0
-
-
-def test_ray_train_worker_killed_mid_run_restarts_from_checkpoint_and_finishes(
-    tmp_path: Path, tiny_shards: Path, local_ray: None
-) -> None:
-    overrides = [
-        *tiny_overrides(tmp_path, tiny_shards),
-        "trainer=ray",
-        "trainer.num_workers=2",
-        "trainer.max_failures=1",
-    ]
-    cfg = compose_cfg([*overrides, "trainer.max_epochs=4", "callbacks.early_stopping=null"], tmp_path / "run")
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            outcome["metrics"] = train_on_ray(cfg)
-        except BaseException as exc:  # surfaced by the assertion below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    storage = tmp_path / "logs" / "ray"
-    killed = None
-    deadline = time.monotonic() + 300
-    while thread.is_alive() and time.monotonic() < deadline and killed is None:
-        if registered_checkpoints(storage):  # Ray Train holds a checkpoint: kill one worker mid-run
-            workers = _descendants_named("RayTrainWorker")
-            if workers:
-                killed = workers[-1].pid
-                os.kill(killed, signal.SIGKILL)
-        time.sleep(0.2)
-    thread.join(timeout=600)
-    assert killed is not None, "no Ray Train worker was found to kill"
-    assert "error" not in outcome, outcome.get("error")
-    metrics = outcome["metrics"]
-    assert metrics["resumed_from"], "the restarted worker group did not resume from a reported checkpoint"
-    assert metrics["epochs"] == 4
-    assert (tmp_path / "models" / "best.ckpt").is_file()

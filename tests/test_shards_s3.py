@@ -7,6 +7,7 @@ about a real store's latency, throughput or consistency.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -128,3 +129,45 @@ def test_a_missing_s3_shard_is_named(s3_shards, make_cfg):
     dm = build_datamodule(make_cfg("paths.shards_dir=s3://mycolens-test/broken"))
     with pytest.raises(ShardsError, match=r"^shard s3://mycolens-test/broken/test/part-00000.parquet is missing"):
         dm.setup("fit")
+
+
+def test_dvc_import_url_versions_shards_that_live_in_the_bucket(s3_endpoint, tiny_shards, tmp_path):
+    """`dvc import-url` (dvc-s3) records a bucket's shards and their checksums in data/shards.dvc and leaves a copy
+    training reads; a file rewritten in the bucket comes in with `dvc update` as a new version to commit, and the
+    old .dvc file checks the old files out again from DVC's cache. (The bucket is moto's emulator.)"""
+    import fsspec
+
+    fs, _ = fsspec.core.url_to_fs("s3://mycolens-dvc")
+    fs.mkdir("mycolens-dvc")
+    fs.put(str(tiny_shards) + "/", "mycolens-dvc/shards/v1/", recursive=True)
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_TERMINAL_PROMPT": "0"}
+    dvc = str(Path(sys.executable).with_name("dvc"))
+
+    def sh(*cmd: str) -> str:
+        done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{' '.join(cmd)}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
+        return done.stdout
+
+    sh("git", "init", "-q")
+    sh("git", "config", "user.email", "ci@example.invalid")
+    sh("git", "config", "user.name", "ci")
+    sh(dvc, "init", "-q")
+    sh(dvc, "import-url", "s3://mycolens-dvc/shards/v1", "data/shards")
+    shards = repo / "data" / "shards"
+    assert read_manifest(shards) == read_manifest(tiny_shards)
+    assert read_split(shards, "train").equals(read_split(tiny_shards, "train"))
+    assert "s3://mycolens-dvc/shards/v1" in (repo / "data" / "shards.dvc").read_text()
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "shards v1")
+
+    manifest = json.loads(fs.cat("mycolens-dvc/shards/v1/manifest.json"))
+    fs.pipe("mycolens-dvc/shards/v1/manifest.json", json.dumps({**manifest, "note": "relabelled"}).encode())
+    sh(dvc, "update", "data/shards.dvc")
+    assert read_manifest(shards)["note"] == "relabelled"
+    assert "data/shards.dvc" in sh("git", "status", "--porcelain")  # a new version to commit
+
+    sh("git", "checkout", "--", "data/shards.dvc")
+    sh(dvc, "checkout", "--force")
+    assert read_manifest(shards) == read_manifest(tiny_shards)

@@ -39,6 +39,7 @@ class ClusterState:
     temp_dir: str
     object_store_bytes: int
     nodes: list[Node] = field(default_factory=list)
+    ray_config: dict[str, Any] = field(default_factory=dict)  # Ray system settings of every node (RAY_<key>)
 
     @classmethod
     def read(cls, path: Path) -> ClusterState:
@@ -63,9 +64,11 @@ def ray_cli() -> str:
     return str(cli) if cli.exists() else shutil.which("ray") or "ray"
 
 
-def node_env() -> dict[str, str]:
-    """Environment of every node: usage stats off, no token auth prompt, the driver's PYTHONPATH."""
-    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+def node_env(ray_config: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Environment of every node: this one's (PYTHONPATH, token auth), usage stats off, and each Ray system setting
+    of `ray_config` as RAY_<key>."""
+    settings = {f"RAY_{k}": str(v) for k, v in (ray_config or {}).items()}
+    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **settings}
 
 
 def start_args(name: str, cpus: int, object_store_bytes: int, head: tuple[int, int] | None, address: str) -> list[str]:
@@ -113,46 +116,69 @@ def up(
     cpus_per_node: int,
     object_store_bytes: int,
     timeout_s: float = 120.0,
+    ray_config: Mapping[str, Any] | None = None,
 ) -> ClusterState:
-    """Start a head and nodes - 1 worker nodes; returns (and writes to `state_file`) the address and pids."""
+    """Start a head and nodes - 1 worker nodes (`ray_config`: Ray system settings of every node, e.g.
+    health_check_period_ms); returns (and writes to `state_file`) the address and pids."""
     if Path(state_file).exists():
         raise RuntimeError(f"{state_file} exists: a simulated cluster is up (stop it with `down` first)")
     temp_dir = Path(temp_dir)
     temp_dir.mkdir(parents=True, exist_ok=True)
-    env = node_env()
+    env = node_env(ray_config)
     ensure_auth_token(env)
     head_port, dashboard_port = free_port(), free_port()
     address = f"127.0.0.1:{head_port}"
     state = ClusterState(address, f"http://127.0.0.1:{dashboard_port}", str(temp_dir), object_store_bytes)
+    state.ray_config = dict(ray_config or {})
     try:
-        for i in range(nodes):
+        for i in range(nodes):  # one at a time: raylets joining at once can race for the session's files
             name = "head" if i == 0 else f"worker{i}"
             head = (head_port, dashboard_port) if i == 0 else None
-            state.nodes.append(Node(name, _start(state, name, cpus_per_node, head, env), cpus_per_node))
+            state.nodes.append(Node(name, _start(state, name, cpus_per_node, head, env, timeout_s), cpus_per_node))
             state.write(state_file)
-            wait_nodes(address, i + 1, timeout_s, env)
+        wait_nodes(address, nodes, timeout_s, env)
     except BaseException:
         down(state_file)
         raise
     return state
 
 
-def _start(state: ClusterState, name: str, cpus: int, head: tuple[int, int] | None, env: Mapping[str, str]) -> int:
-    """Start one node's `ray start --block` (its output appended to <temp_dir>/nodes/<name>.log); its pid."""
+STARTED = b"Ray runtime started."  # what `ray start` prints once its node has registered with the head
+
+
+def _start(
+    state: ClusterState,
+    name: str,
+    cpus: int,
+    head: tuple[int, int] | None,
+    env: Mapping[str, str],
+    timeout_s: float,
+) -> int:
+    """Start one node's `ray start --block` (its output appended to <temp_dir>/nodes/<name>.log) and wait until it
+    says the node is up; its pid. (Watching the log, not `ray status`, leaves the 2 cores to the starting node.)"""
     args = start_args(name, cpus, state.object_store_bytes, head, state.address)
     if head is not None:
         args.append(f"--temp-dir={state.temp_dir}")
     logs = Path(state.temp_dir) / "nodes"
     logs.mkdir(parents=True, exist_ok=True)
-    with (logs / f"{name}.log").open("ab") as log:
+    log_file = logs / f"{name}.log"
+    with log_file.open("ab") as log:
+        offset = log.tell()  # a restarted node appends to its old log
         proc = subprocess.Popen(args, env=dict(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while STARTED not in log_file.read_bytes()[offset:]:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = log_file.read_bytes()[offset:][-2000:].decode(errors="replace")
+            _stop_tree(proc.pid, grace_s=5.0)
+            raise RuntimeError(f"node {name} did not start (exit code {proc.returncode}); {log_file}:\n{tail}")
+        time.sleep(0.2)
     return proc.pid
 
 
 def heal(state_file: Path, timeout_s: float = 120.0) -> list[str]:
     """Start again every worker node whose raylet is gone (what is left of it stopped by pid); the names restarted."""
     state = ClusterState.read(state_file)
-    env = node_env()
+    env = node_env(state.ray_config)
     restarted = []
     for node in state.nodes[1:]:
         try:
@@ -161,7 +187,7 @@ def heal(state_file: Path, timeout_s: float = 120.0) -> list[str]:
         except LookupError:
             pass
         _stop_tree(node.pid, grace_s=5.0)
-        node.pid = _start(state, node.name, node.cpus, None, env)
+        node.pid = _start(state, node.name, node.cpus, None, env, timeout_s)
         state.write(state_file)
         restarted.append(node.name)
     if restarted:
@@ -213,23 +239,28 @@ def kill_node(state: ClusterState, name: str) -> int:
 
 
 def down(state_file: Path, grace_s: float = 15.0) -> list[int]:
-    """Stop every process `up` started (worker nodes first, the head last), by pid; returns the pids stopped."""
+    """Stop every process `up` started, by pid: SIGTERM to all nodes at once, SIGKILL to what is left after `grace_s`;
+    returns the pids stopped."""
     state_file = Path(state_file)
     if not state_file.exists():
         return []
     state = ClusterState.read(state_file)
-    stopped: list[int] = []
-    for node in reversed(state.nodes):
-        stopped += _stop_tree(node.pid, grace_s)
+    stopped = _stop_trees([n.pid for n in reversed(state.nodes)], grace_s)
     state_file.unlink()
     return stopped
 
 
 def _stop_tree(pid: int, grace_s: float) -> list[int]:
     """SIGTERM a process and its descendants, SIGKILL what is left after `grace_s`; the pids."""
+    return _stop_trees([pid], grace_s)
+
+
+def _stop_trees(pids: list[int], grace_s: float) -> list[int]:
+    """SIGTERM these processes and their descendants (in this order), all at once; SIGKILL what is left after
+    `grace_s`; the pids."""
     import psutil
 
-    procs = _tree(pid)
+    procs = [p for pid in pids for p in _tree(pid)]
     for p in procs:
         with contextlib.suppress(psutil.Error):
             p.send_signal(signal.SIGTERM)
