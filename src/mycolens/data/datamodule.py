@@ -1,8 +1,10 @@
 """LightningDataModule over the Parquet shards: decoded once into memory when they fit data.cache_max_gb, else
-streamed row group by row group (mycolens.data.streaming); torchvision v2 augmentation either way."""
+streamed row group by row group (mycolens.data.streaming); the same augmentation either way (mycolens.data.augment:
+per image on uint8, normalized per batch)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from mycolens.catalogue import Catalogue, load_catalogue
+from mycolens.data.augment import CropFlip, NormalizeBatch
 from mycolens.data.input_mode import should_stream
 from mycolens.data.row_groups import RowGroup, decoded_bytes, scan_split
 from mycolens.data.shards import check_catalogue, read_manifest, read_split
@@ -56,10 +59,13 @@ def outlier_images(outliers: dict[str, Any], image_size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
 
 
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
 class TensorImages(Dataset):
     """uint8 NCHW images + labels, transformed per item."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: v2.Transform) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Transform) -> None:
         self.images, self.labels, self.transform = images, labels, transform
 
     def __len__(self) -> int:
@@ -72,21 +78,6 @@ class TensorImages(Dataset):
 def eval_transform(mean: list[float], std: list[float]) -> v2.Transform:
     """What serving does after resize/crop: scale to [0, 1] and normalize."""
     return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
-
-
-def train_transform(image_size: int, mean: list[float], std: list[float], augment: dict[str, Any]) -> v2.Transform:
-    """Augmentation from conf/data (flip, rotation, scale, colour jitter), then eval_transform."""
-    steps: list[v2.Transform] = [
-        v2.RandomResizedCrop(image_size, scale=tuple(augment.get("scale", (1.0, 1.0))), antialias=True)
-    ]
-    if augment.get("hflip", True):
-        steps.append(v2.RandomHorizontalFlip())
-    if augment.get("rotation", 0):
-        steps.append(v2.RandomRotation(augment["rotation"]))
-    jitter = float(augment.get("color_jitter", 0.0))
-    if jitter:
-        steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=jitter / 4))
-    return v2.Compose([*steps, eval_transform(mean, std)])
 
 
 class ShardDataModule(LightningDataModule):
@@ -155,10 +146,11 @@ class ShardDataModule(LightningDataModule):
         for split in wanted:
             if split in self.splits:
                 continue
-            tf = train_transform(hp.image_size, self.mean, self.std, dict(hp.augment or {})) if split == "train" else ev
+            # train: crop and flip per image on uint8 here, normalized per batch by the loader's collate_fn
+            tf = CropFlip(hp.image_size, dict(hp.augment or {})) if split == "train" else ev
             self.splits[split] = self._stream(split, tf) if self.streaming else self._in_memory(split, tf)
 
-    def _in_memory(self, split: str, tf: v2.Transform) -> TensorImages:
+    def _in_memory(self, split: str, tf: Transform) -> TensorImages:
         hp = self.hparams
         x, y = decode_split(self.shards_dir, split, hp.image_size)
         if split == "train" and self._outlier_count():
@@ -166,7 +158,7 @@ class ShardDataModule(LightningDataModule):
             x, y = torch.cat([x, ox]), torch.cat([y, torch.full((len(ox),), -1, dtype=torch.long)])
         return TensorImages(x, y, tf)
 
-    def _stream(self, split: str, tf: v2.Transform) -> StreamingImages:
+    def _stream(self, split: str, tf: Transform) -> StreamingImages:
         hp = self.hparams
         extra = []
         if split == "train" and self._outlier_count():
@@ -188,12 +180,18 @@ class ShardDataModule(LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         hp = self.hparams
         data = self.splits[split]
+        collate = NormalizeBatch(self.mean, self.std) if split == "train" else None
         if isinstance(data, StreamingImages):
             if self.trainer is not None:
                 data.set_partition(self.trainer.global_rank, self.trainer.world_size)
             # the epoch reaches the workers with the dataset they are started with: no persistent workers
             return EpochLoader(
-                data, self._epoch, batch_size=hp.batch_size, num_workers=hp.num_workers, pin_memory=hp.pin_memory
+                data,
+                self._epoch,
+                batch_size=hp.batch_size,
+                num_workers=hp.num_workers,
+                pin_memory=hp.pin_memory,
+                collate_fn=collate,
             )
         return DataLoader(
             data,
@@ -202,6 +200,7 @@ class ShardDataModule(LightningDataModule):
             num_workers=hp.num_workers,
             pin_memory=hp.pin_memory,
             persistent_workers=hp.persistent_workers and hp.num_workers > 0,
+            collate_fn=collate,
         )
 
     def eval_loader(self, split: str) -> DataLoader:
