@@ -75,15 +75,15 @@ def _decode_augment(blob: bytes) -> int:
     global _AUGMENT
     import torch
 
-    from mycolens.data.augment import CropFlip, NormalizeBatch
-    from mycolens.inference.preprocess import decode_image, resize_center_crop
+    from mycolens.data.augment import NormalizeBatch, PhotoCropFlip
+    from mycolens.inference.preprocess import decode_image
 
     if _AUGMENT is None:
         torch.set_num_threads(1)  # as in a DataLoader worker
-        _AUGMENT = CropFlip(64, {"hflip": True, "scale": [0.8, 1.0]}), NormalizeBatch([0.5] * 3, [0.25] * 3)
+        _AUGMENT = PhotoCropFlip(64, {"hflip": True, "scale": [0.8, 1.0]}), NormalizeBatch([0.5] * 3, [0.25] * 3)
     crop, normalize = _AUGMENT
-    x = torch.from_numpy(resize_center_crop(decode_image(blob), 64).copy()).permute(2, 0, 1)
-    return normalize([(crop(x), torch.tensor(0))])[0].numel()  # a batch of one: normalization's cost is included
+    # what a streaming worker does per row: decode, crop + resize + flip from the photo, normalize (here a batch of 1)
+    return normalize([(crop(decode_image(blob)), torch.tensor(0))])[0].numel()
 
 
 def pool_rate(shards: Path, cores: int, fn) -> float:

@@ -455,10 +455,12 @@ def sweep_trials_by_node(state: local_cluster.ClusterState) -> dict[str, list[in
     return local_cluster.processes_by_node(state, "ImplicitFunc")
 
 
-def test_asha_sweep_survives_losing_a_node(cluster, tmp_path, tiny_shards):
+def test_asha_sweep_survives_losing_a_node_and_its_best_config_trains(cluster, tmp_path, tiny_shards):
     """4 ASHA trials of 1 CPU, 3 at a time (one per node); once a trial on a worker node has reported its first
     epoch and checkpoint, that node's raylet is killed: the trial is retried from that checkpoint on the nodes left
-    (Tune's max_failures), and the sweep finishes with every trial in results.csv, none errored."""
+    (Tune's max_failures), and the sweep finishes with every trial in results.csv, none errored. ASHA stops a
+    diverging trial at its rung, and the best trial's config, written as an experiment, trains (this is the sweep
+    test of the project: the same sweep on one node would add nothing but time)."""
     state = current(cluster)
     name = "nodeloss"
     sweeps = tmp_path / "sweeps"
@@ -470,7 +472,13 @@ def test_asha_sweep_survives_losing_a_node(cluster, tmp_path, tiny_shards):
         f"sweep.name={name}",
         f"sweep.storage_path={sweeps}",
         f"sweep.experiment_file={tmp_path}/conf/experiment/sweep_{name}.yaml",
-        "sweep.num_samples=4",
+        # lr=0.3 diverges: whichever of its trials reaches ASHA's rung after a 3e-3 or 1e-3 trial is stopped there
+        "sweep.num_samples=1",
+        "sweep.search_space.model.optimizer.lr='grid_search([3e-3, 1e-3, 0.3, 0.3])'",
+        "~sweep.search_space.model.optimizer.weight_decay",
+        "~sweep.search_space.model.label_smoothing",
+        "sweep.metric=val/loss",  # continuous: no ties at ASHA's rung
+        "sweep.mode=min",
         "sweep.max_concurrent_trials=3",
         "sweep.resources_per_trial.CPU=1",
         "sweep.max_failures=2",
@@ -515,6 +523,32 @@ def test_asha_sweep_survives_losing_a_node(cluster, tmp_path, tiny_shards):
     # the killed trial went on from its checkpoint: every epoch reported once, and past the one it had reached
     epochs = history.loc[history["trial_id"] == victim, "training_iteration"].tolist()
     assert epochs == list(range(1, len(epochs) + 1)), (victim, epochs)
+
+    # what the sweep leaves: ranked results, the best trial's checkpoint, a plot, and the best config as an experiment
+    assert summary["trials"] == 4 and not summary["resumed"]
+    assert table["stopped_early"].any() and (table["epochs"] < 6).any(), table.to_string()
+    assert summary["best"]["trial_id"] == table.iloc[0]["trial_id"]
+    assert [o.split("=")[0] for o in summary["best"]["overrides"]] == ["model.optimizer.lr"]
+    assert (sweeps / name / "best.ckpt").is_file() and (sweeps / name / "results.png").stat().st_size > 1000
+    assert set(history["trial_id"]) == set(table["trial_id"])
+    experiment = tmp_path / "conf" / "experiment" / f"sweep_{name}.yaml"
+    assert experiment.read_text().startswith("# @package _global_")
+    trained = subprocess.run(
+        [
+            PYTHON,
+            "scripts/train.py",
+            f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+            f"experiment=sweep_{name}",
+            "debug=fdr",
+            *[o for o in tiny_overrides(tmp_path, tiny_shards) if o.startswith("paths.")],
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert trained.returncode == 0 and "run folder:" in trained.stdout, trained.stdout[-3000:] + trained.stderr[-3000:]
 
 
 def checkpointed_trials(tune_dir: Path) -> dict[int, str | None]:

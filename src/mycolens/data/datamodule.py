@@ -1,6 +1,7 @@
 """LightningDataModule over the Parquet shards: decoded once into memory when they fit data.cache_max_gb, else
-streamed row group by row group (mycolens.data.streaming); the same augmentation either way (mycolens.data.augment:
-per image on uint8, normalized per batch)."""
+streamed row group by row group (mycolens.data.streaming). Training augmentation (mycolens.data.augment) is the same
+random resized crop and flip either way, cut from the held image in memory and from the decoded photo when streamed,
+normalized per batch."""
 
 from __future__ import annotations
 
@@ -11,15 +12,16 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from mycolens.catalogue import Catalogue, load_catalogue
-from mycolens.data.augment import CropFlip, NormalizeBatch
+from mycolens.data.augment import CropFlip, NormalizeBatch, PhotoCropFlip
 from mycolens.data.input_mode import should_stream
 from mycolens.data.row_groups import RowGroup, decoded_bytes, scan_split
 from mycolens.data.shards import check_catalogue, read_manifest, read_split
-from mycolens.data.streaming import EpochLoader, StreamingImages
+from mycolens.data.streaming import CentreCrop, EpochLoader, StreamingImages
 from mycolens.inference.preprocess import decode_image, resize_center_crop
 
 
@@ -147,8 +149,14 @@ class ShardDataModule(LightningDataModule):
             if split in self.splits:
                 continue
             # train: crop and flip per image on uint8 here, normalized per batch by the loader's collate_fn
-            tf = CropFlip(hp.image_size, dict(hp.augment or {})) if split == "train" else ev
-            self.splits[split] = self._stream(split, tf) if self.streaming else self._in_memory(split, tf)
+            augment = dict(hp.augment or {})
+            if self.streaming:
+                photo_tf = PhotoCropFlip(hp.image_size, augment) if split == "train" else CentreCrop(hp.image_size, ev)
+                self.splits[split] = self._stream(split, photo_tf)
+            else:
+                self.splits[split] = self._in_memory(
+                    split, CropFlip(hp.image_size, augment) if split == "train" else ev
+                )
 
     def _in_memory(self, split: str, tf: Transform) -> TensorImages:
         hp = self.hparams
@@ -158,7 +166,7 @@ class ShardDataModule(LightningDataModule):
             x, y = torch.cat([x, ox]), torch.cat([y, torch.full((len(ox),), -1, dtype=torch.long)])
         return TensorImages(x, y, tf)
 
-    def _stream(self, split: str, tf: Transform) -> StreamingImages:
+    def _stream(self, split: str, tf: Callable[[Image.Image], torch.Tensor]) -> StreamingImages:
         hp = self.hparams
         extra = []
         if split == "train" and self._outlier_count():

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mycolens.data import storage
@@ -76,13 +77,14 @@ def shuffled(items: Iterator[Any], size: int, rng: np.random.Generator) -> Itera
 
 
 class StreamingImages(IterableDataset):
-    """(image, label) pairs of one split read from row groups on demand; set_partition/set_epoch before iterating."""
+    """(image, label) pairs of one split read from row groups on demand; set_partition/set_epoch before iterating.
+    Each row's photo is decoded here (in the DataLoader worker) and `transform` makes its tensor."""
 
     def __init__(
         self,
         groups: Sequence[RowGroup],
         image_size: int,
-        transform: Callable[[torch.Tensor], torch.Tensor],
+        transform: Callable[[Image.Image], torch.Tensor],
         *,
         batch_size: int,
         shuffle: bool,
@@ -127,12 +129,9 @@ class StreamingImages(IterableDataset):
             for i in order:
                 yield blobs[i], int(labels[i])
 
-    def decode(self, blob: bytes) -> torch.Tensor:
-        """uint8 CHW: serving's decode, resize and centre crop (as the in-memory path)."""
-        image = resize_center_crop(decode_image(blob), self.image_size)
-        if not image.flags.writeable:
-            image = image.copy()
-        return torch.from_numpy(image).permute(2, 0, 1).contiguous()
+    def decode(self, blob: bytes) -> Image.Image:
+        """The row's photo, decoded and checked as serving decodes it; `transform` makes the tensor."""
+        return decode_image(blob)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = get_worker_info()
@@ -146,6 +145,17 @@ class StreamingImages(IterableDataset):
             )
         for blob, label in rows:
             yield self.transform(self.decode(blob)), torch.tensor(label, dtype=torch.long)
+
+
+class CentreCrop:
+    """Evaluation: a decoded photo -> serving's resize and centre crop to uint8 CHW (as the in-memory path holds
+    it), then `then` (scaling and normalization)."""
+
+    def __init__(self, image_size: int, then: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.image_size, self.then = int(image_size), then
+
+    def __call__(self, photo: Image.Image) -> torch.Tensor:
+        return self.then(torch.from_numpy(np.array(resize_center_crop(photo, self.image_size))).permute(2, 0, 1))
 
 
 class EpochLoader(DataLoader):
