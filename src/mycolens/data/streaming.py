@@ -133,7 +133,7 @@ class StreamingImages(IterableDataset):
         """The row's photo, decoded and checked as serving decodes it; `transform` makes the tensor."""
         return decode_image(blob)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         first, _ = rank_range(self.total_rows, self.rank, self.world_size, drop_last=self.shuffle)
@@ -144,7 +144,7 @@ class StreamingImages(IterableDataset):
                 rows, self.shuffle_buffer, np.random.default_rng([self.seed, self.epoch, self.rank, worker])
             )
         for blob, label in rows:
-            yield self.transform(self.decode(blob)), torch.tensor(label, dtype=torch.long)
+            yield self.transform(self.decode(blob)), label  # an int: the collate makes the batch's int64 tensor
 
 
 class CentreCrop:
