@@ -76,7 +76,7 @@ def sweep_cmd(tmp: Path, shards: Path, name: str, lrs: list[float]) -> list[str]
     ]
 
 
-def test_asha_stops_a_ray_train_trial_and_the_next_trials_get_its_workers(tmp_path: Path, tiny_shards: Path) -> None:
+def test_asha_stops_a_ray_train_trial_and_the_next_trial_gets_its_workers(tmp_path: Path, tiny_shards: Path) -> None:
     # trainer=ray: each trial is a Ray Train run (1 worker, 1 CPU) driven from a 1-CPU trial actor, so on 2 CPUs a
     # trial only starts once the previous one released its worker. lr=0.3 diverges and is stopped after epoch 1
     # (the first trial gives ASHA's rung a value to compare with); the trial after it must still run to the end (a
