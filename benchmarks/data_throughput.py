@@ -1,11 +1,14 @@
 """What streaming the shards costs and saves: input pipeline speed, training speed, memory under a limit.
 
-    python benchmarks/data_throughput.py [--images 8000] [--steps 40] [--limit-gb 1.6] [--workers 2]
+    python benchmarks/data_throughput.py [--images 8000] [--photos 1500] [--steps 40] [--limit-gb 1.6] [--workers 2]
 
 1. Input pipeline: images/s of the streamed training loader (decode + augment in --workers DataLoader workers,
-   collated into batches) over --images 64-px images, next to the decode-only limit of the same JPEGs (decode,
-   resize, crop in a process pool over all cores); `pipeline_over_decode_limit` (goal >= 0.8). The same pool
-   decoding and augmenting (`decode_augment_images_per_s`) shows what augmentation itself costs.
+   collated into uint8 batches, as a Trainer receives them) over --images 64-px images, next to the decode-only
+   limit of the same JPEGs (decode, resize, crop in a process pool over all cores); `pipeline_over_decode_limit`
+   (goal >= 0.8). The same pool decoding and augmenting (`decode_augment_images_per_s`) shows what augmentation
+   itself costs. `photo_224`: the same two rates at `data.image_size=224` over --photos photo-sized JPEGs
+   (--photo-side px square, rendered at that size, quality 90; ingest keeps a photo's longer side <= 512), where
+   decoding is most of the work, as it is for real photos.
 2. Training: steps/s of the default model at 64 px, today's in-memory path vs streaming (0 and --workers
    workers); each measured twice, alternating, the faster kept (the machine is shared); `streaming_over_in_memory`
    (goal >= 0.9).
@@ -28,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -62,10 +66,10 @@ def compose(tmp: Path, shards: Path, *extra: str):
     return cfg
 
 
-def _decode(blob: bytes) -> int:
+def _decode(blob: bytes, size: int = 64) -> int:
     from mycolens.inference.preprocess import decode_image, resize_center_crop
 
-    return resize_center_crop(decode_image(blob), 64).size
+    return resize_center_crop(decode_image(blob), size).size
 
 
 _AUGMENT = None
@@ -75,15 +79,14 @@ def _decode_augment(blob: bytes) -> int:
     global _AUGMENT
     import torch
 
-    from mycolens.data.augment import NormalizeBatch, PhotoCropFlip
+    from mycolens.data.augment import PhotoCropFlip
     from mycolens.inference.preprocess import decode_image
 
     if _AUGMENT is None:
         torch.set_num_threads(1)  # as in a DataLoader worker
-        _AUGMENT = PhotoCropFlip(64, {"hflip": True, "scale": [0.8, 1.0]}), NormalizeBatch([0.5] * 3, [0.25] * 3)
-    crop, normalize = _AUGMENT
-    # what a streaming worker does per row: decode, crop + resize + flip from the photo, normalize (here a batch of 1)
-    return normalize([(crop(decode_image(blob)), torch.tensor(0))])[0].numel()
+        _AUGMENT = PhotoCropFlip(64, {"hflip": True, "scale": [0.8, 1.0]})
+    # what a streaming worker does per row: decode, then crop + resize + flip from the photo to uint8
+    return _AUGMENT(decode_image(blob)).numel()
 
 
 def pool_rate(shards: Path, cores: int, fn) -> float:
@@ -98,11 +101,13 @@ def pool_rate(shards: Path, cores: int, fn) -> float:
         return len(blobs) / (time.perf_counter() - start)
 
 
-def pipeline_rate(tmp: Path, shards: Path, workers: int) -> float:
+def pipeline_rate(tmp: Path, shards: Path, workers: int, size: int = 64) -> float:
     """Images/s of the streamed training loader (decode + augment + collate) with `workers` workers."""
     from mycolens.training.run import build_datamodule
 
-    dm = build_datamodule(compose(tmp, shards, "data.cache_max_gb=0", f"data.loader.num_workers={workers}"))
+    dm = build_datamodule(
+        compose(tmp, shards, "data.cache_max_gb=0", f"data.loader.num_workers={workers}", f"data.image_size={size}")
+    )
     dm.setup("fit")
     loader = dm.train_dataloader()
     start, n = time.perf_counter(), 0
@@ -179,6 +184,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=8000, help="train images for the pipeline and training runs")
     ap.add_argument("--specimens", type=int, default=12, help="specimens per class of the drawn seed set")
+    ap.add_argument("--photos", type=int, default=1500, help="train images of the 224-px pipeline run")
+    ap.add_argument("--photo-side", type=int, default=384, help="side of the photo-sized JPEGs of that run")
     ap.add_argument("--steps", type=int, default=40, help="training steps timed per run")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="DataLoader workers when streaming")
     ap.add_argument("--limit-gb", type=float, default=1.6, help="prlimit --data of the 224-px run")
@@ -207,6 +214,17 @@ def main() -> None:
                 pipeline_images_per_s=round(pipeline, 1),
                 pipeline_over_decode_limit=round(pipeline / decode, 3),
             )
+            photo_seed = make_shards(tmp / "photo_seed", args.photo_side, 2, photos=2, seed=5)
+            photos = grown_shards(photo_seed, tmp / "photos", args.photos)
+            decode = pool_rate(photos, cores, partial(_decode, size=224))
+            pipeline = pipeline_rate(tmp / "p224", photos, args.workers, 224)
+            result["photo_224"] = {
+                "photo_side": args.photo_side,
+                "images": args.photos,
+                "decode_only_images_per_s": round(decode, 1),
+                "pipeline_images_per_s": round(pipeline, 1),
+                "pipeline_over_decode_limit": round(pipeline / decode, 3),
+            }
 
             runs: dict[str, list[float]] = {"in_memory": [], "streaming_w0": [], f"streaming_w{args.workers}": []}
             for _ in range(2):

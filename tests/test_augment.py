@@ -45,16 +45,18 @@ def test_crop_flip_then_batch_normalize_equals_the_per_image_v2_pipeline(augment
 
 
 @pytest.mark.parametrize("cache_max_gb", [4.0, 0.0])  # in memory, streamed
-def test_training_batches_are_normalized_floats_and_validation_batches_unchanged(make_cfg, cache_max_gb):
+def test_training_batches_reach_the_model_as_normalized_floats(make_cfg, cache_max_gb):
+    """As the model gets them: after the data module's on_after_batch_transfer (a streamed loader's batch is uint8
+    until then)."""
     dm = build_datamodule(make_cfg(f"data.cache_max_gb={cache_max_gb}"))
     dm.setup("fit")
-    x, y = next(iter(dm.train_dataloader()))
+    x, y = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
     assert x.dtype == torch.float32 and x.shape[1:] == (3, dm.hparams.image_size, dm.hparams.image_size)
     assert y.dtype == torch.long and len(x) == len(y)
     lo = min((0 - m) / s for m, s in zip(dm.mean, dm.std, strict=True))
     hi = max((1 - m) / s for m, s in zip(dm.mean, dm.std, strict=True))
     assert lo - 1e-5 <= float(x.min()) and float(x.max()) <= hi + 1e-5  # scaled to [0, 1], then normalized
-    xv, _ = next(iter(dm.val_dataloader()))
+    xv, _ = dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
     assert xv.dtype == torch.float32 and xv.shape[1:] == x.shape[1:]
 
 

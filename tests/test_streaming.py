@@ -41,7 +41,7 @@ def rows_seen(ds: StreamingImages, monkeypatch: pytest.MonkeyPatch, worker: int,
 
 def dataset(shards: Path, shuffle: bool, batch_size: int = 8) -> StreamingImages:
     return StreamingImages(
-        scan_split(shards, "train"), 32, lambda x: x, batch_size=batch_size, shuffle=shuffle, seed=3, shuffle_buffer=16
+        scan_split(shards, "train"), lambda x: x, batch_size=batch_size, shuffle=shuffle, seed=3, shuffle_buffer=16
     )
 
 
@@ -99,6 +99,13 @@ def test_streamed_and_in_memory_evaluation_see_the_same_images(make_cfg):
         a = [torch.cat(t) for t in zip(*memory.eval_loader(split), strict=True)]
         b = [torch.cat(t) for t in zip(*streamed.eval_loader(split), strict=True)]
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    # what a Trainer gets: streamed workers hand over uint8 batches, normalized once on the batch's device
+    memory.setup("validate"), streamed.setup("validate")
+    raw = list(streamed.val_dataloader())
+    assert all(x.dtype == torch.uint8 for x, _ in raw)
+    a = [memory.on_after_batch_transfer(b, 0) for b in memory.val_dataloader()]
+    b = [streamed.on_after_batch_transfer(b, 0) for b in raw]
+    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b, strict=True))
 
 
 def test_streamed_training_is_seeded(make_cfg):

@@ -99,6 +99,11 @@ class PhotoCropFlip:
         return self.extra(image) if self.extra is not None else image
 
 
+def normalize_images(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 NCHW -> float32 scaled to [0, 1] and normalized per channel, on the images' device."""
+    return F.normalize(F.to_dtype(images, torch.float32, scale=True), list(mean), list(std))
+
+
 class NormalizeBatch:
     """collate_fn: stack (uint8 image, label) samples, then scale to [0, 1] and normalize the whole batch at once."""
 
@@ -107,7 +112,7 @@ class NormalizeBatch:
 
     def __call__(self, samples: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
         images, labels = default_collate(samples)
-        return [F.normalize(F.to_dtype(images, torch.float32, scale=True), self.mean, self.std), labels]
+        return [normalize_images(images, self.mean, self.std), labels]
 
 
 def reference_transform(

@@ -1,7 +1,8 @@
 """LightningDataModule over the Parquet shards: decoded once into memory when they fit data.cache_max_gb, else
 streamed row group by row group (mycolens.data.streaming). Training augmentation (mycolens.data.augment) is the same
 random resized crop and flip either way, cut from the held image in memory and from the decoded photo when streamed,
-normalized per batch."""
+normalized per batch: in the loader's collate in memory, on the batch's device when streamed (the workers hand over
+uint8 batches)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from mycolens.catalogue import Catalogue, load_catalogue
-from mycolens.data.augment import CropFlip, NormalizeBatch, PhotoCropFlip
+from mycolens.data.augment import CropFlip, NormalizeBatch, PhotoCropFlip, normalize_images
 from mycolens.data.input_mode import should_stream
 from mycolens.data.row_groups import RowGroup, decoded_bytes, scan_split
 from mycolens.data.shards import check_catalogue, read_manifest, read_split
@@ -148,10 +149,11 @@ class ShardDataModule(LightningDataModule):
         for split in wanted:
             if split in self.splits:
                 continue
-            # train: crop and flip per image on uint8 here, normalized per batch by the loader's collate_fn
+            # train: crop and flip per image on uint8; in memory normalized per batch by the loader's collate_fn,
+            # streamed on the batch's device after transfer (on_after_batch_transfer)
             augment = dict(hp.augment or {})
             if self.streaming:
-                photo_tf = PhotoCropFlip(hp.image_size, augment) if split == "train" else CentreCrop(hp.image_size, ev)
+                photo_tf = PhotoCropFlip(hp.image_size, augment) if split == "train" else CentreCrop(hp.image_size)
                 self.splits[split] = self._stream(split, photo_tf)
             else:
                 self.splits[split] = self._in_memory(
@@ -173,7 +175,6 @@ class ShardDataModule(LightningDataModule):
             extra = [(b, -1) for b in outlier_jpegs(dict(hp.outliers), hp.image_size)]
         return StreamingImages(
             self.row_groups[split],
-            hp.image_size,
             tf,
             batch_size=hp.batch_size,
             shuffle=split == "train",
@@ -188,19 +189,15 @@ class ShardDataModule(LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         hp = self.hparams
         data = self.splits[split]
-        collate = NormalizeBatch(self.mean, self.std) if split == "train" else None
         if isinstance(data, StreamingImages):
             if self.trainer is not None:
                 data.set_partition(self.trainer.global_rank, self.trainer.world_size)
-            # the epoch reaches the workers with the dataset they are started with: no persistent workers
+            # the epoch reaches the workers with the dataset they are started with: no persistent workers. The
+            # workers hand over uint8 batches (a quarter of float32's bytes through shared memory and to the GPU)
             return EpochLoader(
-                data,
-                self._epoch,
-                batch_size=hp.batch_size,
-                num_workers=hp.num_workers,
-                pin_memory=hp.pin_memory,
-                collate_fn=collate,
+                data, self._epoch, batch_size=hp.batch_size, num_workers=hp.num_workers, pin_memory=hp.pin_memory
             )
+        collate = NormalizeBatch(self.mean, self.std) if split == "train" else None
         return DataLoader(
             data,
             batch_size=hp.batch_size,
@@ -217,8 +214,17 @@ class ShardDataModule(LightningDataModule):
         data = self.splits[split]
         if isinstance(data, StreamingImages):
             data.set_partition(0, 1)
-            return EpochLoader(data, lambda: 0, batch_size=int(self.hparams.batch_size))
+            return EpochLoader(
+                data, lambda: 0, batch_size=int(self.hparams.batch_size), collate_fn=NormalizeBatch(self.mean, self.std)
+            )
         return DataLoader(data, batch_size=int(self.hparams.batch_size), shuffle=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """A streamed loader's uint8 batch, now on its device: scaled and normalized there (in-memory batches
+        arrive normalized)."""
+        if isinstance(batch, list | tuple) and len(batch) == 2 and batch[0].dtype == torch.uint8:
+            return [normalize_images(batch[0], self.mean, self.std), batch[1]]
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

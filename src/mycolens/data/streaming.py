@@ -78,12 +78,11 @@ def shuffled(items: Iterator[Any], size: int, rng: np.random.Generator) -> Itera
 
 class StreamingImages(IterableDataset):
     """(image, label) pairs of one split read from row groups on demand; set_partition/set_epoch before iterating.
-    Each row's photo is decoded here (in the DataLoader worker) and `transform` makes its tensor."""
+    Each row's photo is decoded here (in the DataLoader worker) and `transform` makes its uint8 tensor."""
 
     def __init__(
         self,
         groups: Sequence[RowGroup],
-        image_size: int,
         transform: Callable[[Image.Image], torch.Tensor],
         *,
         batch_size: int,
@@ -94,7 +93,7 @@ class StreamingImages(IterableDataset):
     ) -> None:
         self.groups = list(groups) + ([RowGroup(MEMORY, 0, len(memory_rows))] if memory_rows else [])
         self.memory_rows = list(memory_rows)
-        self.image_size, self.transform, self.batch_size = int(image_size), transform, int(batch_size)
+        self.transform, self.batch_size = transform, int(batch_size)
         self.shuffle, self.seed, self.shuffle_buffer = bool(shuffle), int(seed), int(shuffle_buffer)
         self.rank, self.world_size, self.epoch = 0, 1, 0
 
@@ -149,13 +148,13 @@ class StreamingImages(IterableDataset):
 
 class CentreCrop:
     """Evaluation: a decoded photo -> serving's resize and centre crop to uint8 CHW (as the in-memory path holds
-    it), then `then` (scaling and normalization)."""
+    it); the batch is normalized on its device (ShardDataModule.on_after_batch_transfer)."""
 
-    def __init__(self, image_size: int, then: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        self.image_size, self.then = int(image_size), then
+    def __init__(self, image_size: int) -> None:
+        self.image_size = int(image_size)
 
     def __call__(self, photo: Image.Image) -> torch.Tensor:
-        return self.then(torch.from_numpy(np.array(resize_center_crop(photo, self.image_size))).permute(2, 0, 1))
+        return torch.from_numpy(resize_center_crop(photo, self.image_size)).permute(2, 0, 1)
 
 
 class EpochLoader(DataLoader):
