@@ -92,10 +92,11 @@ class PhotoCropFlip:
         side = min(width, height)
         f, x0, y0 = side / self.size, (width - side) / 2, (height - side) / 2
         box = (x0 + left * f, y0 + top * f, x0 + (left + w) * f, y0 + (top + h) * f)
-        out = photo.resize((self.size, self.size), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
+        pixels = np.asarray(photo.resize((self.size, self.size), Image.Resampling.BILINEAR, box=box, reducing_gap=None))
         if self.hflip and draw.random() < 0.5:
-            out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        image = torch.from_numpy(np.array(out)).permute(2, 0, 1)
+            pixels = pixels[:, ::-1]
+        # one copy to contiguous CHW: the collate then stacks plain blocks
+        image = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
         return self.extra(image) if self.extra is not None else image
 
 

@@ -154,7 +154,7 @@ class CentreCrop:
         self.image_size = int(image_size)
 
     def __call__(self, photo: Image.Image) -> torch.Tensor:
-        return torch.from_numpy(resize_center_crop(photo, self.image_size)).permute(2, 0, 1)
+        return torch.from_numpy(np.ascontiguousarray(resize_center_crop(photo, self.image_size).transpose(2, 0, 1)))
 
 
 class EpochLoader(DataLoader):
