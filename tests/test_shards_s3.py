@@ -171,3 +171,55 @@ def test_dvc_import_url_versions_shards_that_live_in_the_bucket(s3_endpoint, tin
     sh("git", "checkout", "--", "data/shards.dvc")
     sh(dvc, "checkout", "--force")
     assert read_manifest(shards) == read_manifest(tiny_shards)
+
+
+def test_cloud_versioned_remote_pushes_a_shards_folder_training_reads(s3_endpoint, tiny_shards, tmp_path):
+    """A cloud-versioned DVC remote (`version_aware` + `worktree`, on a bucket with versioning on): `dvc push` writes
+    data/shards under its own path, a folder `paths.shards_dir` reads; a changed file pushed again is the bucket's
+    current version, and the old .dvc file pulls the old version back by its version id into an empty cache."""
+    import shutil
+
+    import fsspec
+
+    fs, _ = fsspec.core.url_to_fs("s3://mycolens-versioned")
+    fs.mkdir("mycolens-versioned")
+    fs.make_bucket_versioned("mycolens-versioned", True)
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_shards, repo / "data" / "shards")
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_TERMINAL_PROMPT": "0"}
+    dvc = str(Path(sys.executable).with_name("dvc"))
+
+    def sh(*cmd: str) -> str:
+        done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{' '.join(cmd)}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
+        return done.stdout
+
+    sh("git", "init", "-q")
+    sh("git", "config", "user.email", "ci@example.invalid")
+    sh("git", "config", "user.name", "ci")
+    sh(dvc, "init", "-q")
+    sh(dvc, "remote", "add", "-d", "bucket", "s3://mycolens-versioned/project")
+    sh(dvc, "remote", "modify", "bucket", "version_aware", "true")
+    sh(dvc, "remote", "modify", "bucket", "worktree", "true")
+    sh(dvc, "remote", "modify", "bucket", "endpointurl", s3_endpoint)
+    sh(dvc, "add", "data/shards")
+    sh(dvc, "push")
+    pushed = "s3://mycolens-versioned/project/data/shards"
+    assert read_manifest(pushed) == read_manifest(tiny_shards)  # the workspace's paths: training reads them as is
+    assert read_split(pushed, "val").equals(read_split(tiny_shards, "val"))
+    assert "version_id" in (repo / "data" / "shards.dvc").read_text()
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "shards v1")
+
+    manifest_path = repo / "data" / "shards" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "note": "relabelled"}))
+    sh(dvc, "add", "data/shards")
+    sh(dvc, "push")
+    assert read_manifest(pushed)["note"] == "relabelled"  # the bucket's current version
+
+    sh("git", "checkout", "--", "data/shards.dvc")
+    shutil.rmtree(repo / "data" / "shards")
+    shutil.rmtree(repo / ".dvc" / "cache")
+    sh(dvc, "pull")  # from the bucket's old object versions, by the version ids in the old .dvc file
+    assert read_manifest(repo / "data" / "shards") == read_manifest(tiny_shards)
