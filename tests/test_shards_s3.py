@@ -1,4 +1,5 @@
-"""Shards on object storage: paths.shards_dir=s3://... read through fsspec (s3fs) with a bounded local cache.
+"""Shards on object storage: paths.shards_dir=s3://... read through fsspec (s3fs) with a bounded local cache, and
+versioned with DVC (import-url; a cloud-versioned remote).
 
 The S3 endpoint here is an EMULATOR: moto's standalone server (`moto[server]`), started by the test on 127.0.0.1 on
 a free port and stopped by its pid. It speaks the S3 HTTP API well enough for s3fs; it is not AWS, and says nothing
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,25 @@ def test_a_missing_s3_shard_is_named(s3_shards, make_cfg):
         dm.setup("fit")
 
 
+DVC = str(Path(sys.executable).with_name("dvc"))
+
+
+def git_dvc_repo(repo: Path) -> Callable[..., str]:
+    """`git init` + `dvc init` in `repo`; returns a runner of commands there that asserts each one succeeds."""
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_TERMINAL_PROMPT": "0"}
+
+    def sh(*cmd: str) -> str:
+        done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{' '.join(cmd)}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
+        return done.stdout
+
+    sh("git", "init", "-q")
+    sh("git", "config", "user.email", "ci@example.invalid")
+    sh("git", "config", "user.name", "ci")
+    sh(DVC, "init", "-q")
+    return sh
+
+
 def test_dvc_import_url_versions_shards_that_live_in_the_bucket(s3_endpoint, tiny_shards, tmp_path):
     """`dvc import-url` (dvc-s3) records a bucket's shards and their checksums in data/shards.dvc and leaves a copy
     training reads; a file rewritten in the bucket comes in with `dvc update` as a new version to commit, and the
@@ -142,19 +162,8 @@ def test_dvc_import_url_versions_shards_that_live_in_the_bucket(s3_endpoint, tin
     fs.put(str(tiny_shards) + "/", "mycolens-dvc/shards/v1/", recursive=True)
     repo = tmp_path / "repo"
     (repo / "data").mkdir(parents=True)
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_TERMINAL_PROMPT": "0"}
-    dvc = str(Path(sys.executable).with_name("dvc"))
-
-    def sh(*cmd: str) -> str:
-        done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, f"{' '.join(cmd)}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
-        return done.stdout
-
-    sh("git", "init", "-q")
-    sh("git", "config", "user.email", "ci@example.invalid")
-    sh("git", "config", "user.name", "ci")
-    sh(dvc, "init", "-q")
-    sh(dvc, "import-url", "s3://mycolens-dvc/shards/v1", "data/shards")
+    sh = git_dvc_repo(repo)
+    sh(DVC, "import-url", "s3://mycolens-dvc/shards/v1", "data/shards")
     shards = repo / "data" / "shards"
     assert read_manifest(shards) == read_manifest(tiny_shards)
     assert read_split(shards, "train").equals(read_split(tiny_shards, "train"))
@@ -164,12 +173,12 @@ def test_dvc_import_url_versions_shards_that_live_in_the_bucket(s3_endpoint, tin
 
     manifest = json.loads(fs.cat("mycolens-dvc/shards/v1/manifest.json"))
     fs.pipe("mycolens-dvc/shards/v1/manifest.json", json.dumps({**manifest, "note": "relabelled"}).encode())
-    sh(dvc, "update", "data/shards.dvc")
+    sh(DVC, "update", "data/shards.dvc")
     assert read_manifest(shards)["note"] == "relabelled"
     assert "data/shards.dvc" in sh("git", "status", "--porcelain")  # a new version to commit
 
     sh("git", "checkout", "--", "data/shards.dvc")
-    sh(dvc, "checkout", "--force")
+    sh(DVC, "checkout", "--force")
     assert read_manifest(shards) == read_manifest(tiny_shards)
 
 
@@ -186,24 +195,13 @@ def test_cloud_versioned_remote_pushes_a_shards_folder_training_reads(s3_endpoin
     fs.make_bucket_versioned("mycolens-versioned", True)
     repo = tmp_path / "repo"
     shutil.copytree(tiny_shards, repo / "data" / "shards")
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_TERMINAL_PROMPT": "0"}
-    dvc = str(Path(sys.executable).with_name("dvc"))
-
-    def sh(*cmd: str) -> str:
-        done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, f"{' '.join(cmd)}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
-        return done.stdout
-
-    sh("git", "init", "-q")
-    sh("git", "config", "user.email", "ci@example.invalid")
-    sh("git", "config", "user.name", "ci")
-    sh(dvc, "init", "-q")
-    sh(dvc, "remote", "add", "-d", "bucket", "s3://mycolens-versioned/project")
-    sh(dvc, "remote", "modify", "bucket", "version_aware", "true")
-    sh(dvc, "remote", "modify", "bucket", "worktree", "true")
-    sh(dvc, "remote", "modify", "bucket", "endpointurl", s3_endpoint)
-    sh(dvc, "add", "data/shards")
-    sh(dvc, "push")
+    sh = git_dvc_repo(repo)
+    sh(DVC, "remote", "add", "-d", "bucket", "s3://mycolens-versioned/project")
+    sh(DVC, "remote", "modify", "bucket", "version_aware", "true")
+    sh(DVC, "remote", "modify", "bucket", "worktree", "true")
+    sh(DVC, "remote", "modify", "bucket", "endpointurl", s3_endpoint)
+    sh(DVC, "add", "data/shards")
+    sh(DVC, "push")
     pushed = "s3://mycolens-versioned/project/data/shards"
     assert read_manifest(pushed) == read_manifest(tiny_shards)  # the workspace's paths: training reads them as is
     assert read_split(pushed, "val").equals(read_split(tiny_shards, "val"))
@@ -214,12 +212,12 @@ def test_cloud_versioned_remote_pushes_a_shards_folder_training_reads(s3_endpoin
     manifest_path = repo / "data" / "shards" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest_path.write_text(json.dumps({**manifest, "note": "relabelled"}))
-    sh(dvc, "add", "data/shards")
-    sh(dvc, "push")
+    sh(DVC, "add", "data/shards")
+    sh(DVC, "push")
     assert read_manifest(pushed)["note"] == "relabelled"  # the bucket's current version
 
     sh("git", "checkout", "--", "data/shards.dvc")
     shutil.rmtree(repo / "data" / "shards")
     shutil.rmtree(repo / ".dvc" / "cache")
-    sh(dvc, "pull")  # from the bucket's old object versions, by the version ids in the old .dvc file
+    sh(DVC, "pull")  # from the bucket's old object versions, by the version ids in the old .dvc file
     assert read_manifest(repo / "data" / "shards") == read_manifest(tiny_shards)
