@@ -178,9 +178,10 @@ def test_compress_stage_prunes_distils_and_publishes(tmp_path, tiny_shards, trai
     assert n_params(student) == report["student"]["params"]
 
 
-def test_compress_stage_distils_a_resnet18(tmp_path, tiny_shards):
+@pytest.mark.parametrize("cache_max_gb", [4.0, 0.0])  # in memory; streamed (uint8 batches normalized on transfer)
+def test_compress_stage_distils_a_resnet18(tmp_path, tiny_shards, cache_max_gb):
     teacher = save_teacher(random_classifier("resnet18"), tmp_path / "teacher" / "best.ckpt")
-    report = compress(stage_cfg(tmp_path, tiny_shards, teacher, "debug=fdr"))
+    report = compress(stage_cfg(tmp_path, tiny_shards, teacher, "debug=fdr", f"data.cache_max_gb={cache_max_gb}"))
     assert report["flops_ratio"] <= 0.5
     assert checkpoint_meta(tmp_path / "models" / "compressed.ckpt")["backbone"] == "resnet18"
 
