@@ -1,12 +1,14 @@
 """Training augmentation in two parts: per image on uint8 (random resized crop, flip, optional rotation and colour
-jitter), then one float conversion and normalization per batch, in the DataLoader's collate.
+jitter), then one float conversion and normalization per batch (`normalize_images`): in the DataLoader's collate in
+memory, on the batch's device after transfer when streamed.
 
 In memory (`CropFlip`), the images are held decoded at `image_size` and the result is the same, pixel for pixel and
 random draw for random draw, as torchvision's v2.Compose([RandomResizedCrop, RandomHorizontalFlip, ..., ToDtype,
 Normalize]) applied per image (`reference_transform`, which the tests compare against).
 Streamed (`PhotoCropFlip`), each photo is decoded in a DataLoader worker: the crop is drawn the same way on the
 photo's centre square and cut and resized from the decoded photo in one PIL call, so a photo is resampled once (not
-resized to `image_size` and then again for the crop) and the per-image tensor dispatch is skipped.
+resized to `image_size` and then again for the crop) and the per-image tensor dispatch is skipped; the workers
+hand over uint8 batches.
 """
 
 from __future__ import annotations
