@@ -66,7 +66,7 @@ def compose(tmp: Path, shards: Path, *extra: str):
     return cfg
 
 
-def _decode(blob: bytes, size: int = 64) -> int:
+def _decode(blob: bytes, size: int) -> int:
     from mycolens.inference.preprocess import decode_image, resize_center_crop
 
     return resize_center_crop(decode_image(blob), size).size
@@ -101,7 +101,7 @@ def pool_rate(shards: Path, cores: int, fn) -> float:
         return len(blobs) / (time.perf_counter() - start)
 
 
-def pipeline_rate(tmp: Path, shards: Path, workers: int, size: int = 64) -> float:
+def pipeline_rate(tmp: Path, shards: Path, workers: int, size: int) -> float:
     """Images/s of the streamed training loader (decode + augment + collate) with `workers` workers."""
     from mycolens.training.run import build_datamodule
 
@@ -114,6 +114,17 @@ def pipeline_rate(tmp: Path, shards: Path, workers: int, size: int = 64) -> floa
     for x, _ in loader:
         n += len(x)
     return n / (time.perf_counter() - start)
+
+
+def pipeline_vs_limit(tmp: Path, shards: Path, cores: int, workers: int, size: int) -> dict:
+    """The streamed loader's images/s at `size` next to the decode-only limit of the same JPEGs, and their ratio."""
+    decode = pool_rate(shards, cores, partial(_decode, size=size))
+    pipeline = pipeline_rate(tmp, shards, workers, size)
+    return {
+        "decode_only_images_per_s": round(decode, 1),
+        "pipeline_images_per_s": round(pipeline, 1),
+        "pipeline_over_decode_limit": round(pipeline / decode, 3),
+    }
 
 
 def steps_per_second(tmp: Path, shards: Path, steps: int, *extra: str) -> float:
@@ -205,25 +216,14 @@ def main() -> None:
         shards = grown_shards(seed_set, tmp / "shards", args.images)
 
         if not args.skip_speed:
-            decode = pool_rate(shards, cores, _decode)
-            augment = pool_rate(shards, cores, _decode_augment)
-            pipeline = pipeline_rate(tmp / "p", shards, args.workers)
-            result.update(
-                decode_only_images_per_s=round(decode, 1),
-                decode_augment_images_per_s=round(augment, 1),
-                pipeline_images_per_s=round(pipeline, 1),
-                pipeline_over_decode_limit=round(pipeline / decode, 3),
-            )
+            result["decode_augment_images_per_s"] = round(pool_rate(shards, cores, _decode_augment), 1)
+            result.update(pipeline_vs_limit(tmp / "p", shards, cores, args.workers, 64))
             photo_seed = make_shards(tmp / "photo_seed", args.photo_side, 2, photos=2, seed=5)
             photos = grown_shards(photo_seed, tmp / "photos", args.photos)
-            decode = pool_rate(photos, cores, partial(_decode, size=224))
-            pipeline = pipeline_rate(tmp / "p224", photos, args.workers, 224)
             result["photo_224"] = {
                 "photo_side": args.photo_side,
                 "images": args.photos,
-                "decode_only_images_per_s": round(decode, 1),
-                "pipeline_images_per_s": round(pipeline, 1),
-                "pipeline_over_decode_limit": round(pipeline / decode, 3),
+                **pipeline_vs_limit(tmp / "p224", photos, cores, args.workers, 224),
             }
 
             runs: dict[str, list[float]] = {"in_memory": [], "streaming_w0": [], f"streaming_w{args.workers}": []}

@@ -100,7 +100,6 @@ def test_streamed_and_in_memory_evaluation_see_the_same_images(make_cfg):
         b = [torch.cat(t) for t in zip(*streamed.eval_loader(split), strict=True)]
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     # what a Trainer gets: streamed workers hand over uint8 batches, normalized once on the batch's device
-    memory.setup("validate"), streamed.setup("validate")
     raw = list(streamed.val_dataloader())
     assert all(x.dtype == torch.uint8 for x, _ in raw)
     a = [memory.on_after_batch_transfer(b, 0) for b in memory.val_dataloader()]
